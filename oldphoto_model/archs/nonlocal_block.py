@@ -1,0 +1,108 @@
+"""The partial nonlocal block (paper §3.3, DESIGN.md §1).
+
+    O_i = nu( sum_j s_ij mu(F_j) ),  s_ij = softmax over intact j of theta(F_i) . phi(F_j)
+    global branch = rho_global(O)
+
+The fusion with the local branch happens in the mapping network. Defect
+positions never serve as keys or values, so nothing is filled from a defect.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import AttentionOptions
+from .attention import masked_attention
+from .blocks import ResBlock
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Square (Chebyshev) dilation of a bool (h, w) mask: the reach of ``radius``
+    stacked 3x3 convolutions."""
+    if radius <= 0:
+        return mask
+    m = mask[None, None].to(torch.float32)
+    return F.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
+
+
+class PartialNonLocalBlock(nn.Module):
+    """Global branch of the mapping network: masked nonlocal attention + rho_global."""
+
+    def __init__(self, width: int, n_res_global: int = 3) -> None:
+        super().__init__()
+        self.theta = nn.Conv2d(width, width, 1)
+        self.phi = nn.Conv2d(width, width, 1)
+        self.mu = nn.Conv2d(width, width, 1)
+        self.nu = nn.Conv2d(width, width, 1)
+        # zero nu: the global branch starts silent, as the original's W
+        nn.init.zeros_(self.nu.weight)
+        nn.init.zeros_(self.nu.bias)
+        # no instance norm here: each output then depends on a (4n+1)^2 window only,
+        # which is what makes the hole-only computation exact
+        self.rho_global = nn.Sequential(*[ResBlock(width, normalize=False) for _ in range(n_res_global)])
+        self.radius = 2 * n_res_global
+
+    @staticmethod
+    def _lin(rows: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        return F.linear(rows, conv.weight.flatten(1), conv.bias)
+
+    def attention_output(self, x: torch.Tensor, defect: torch.Tensor,
+                         opts: AttentionOptions = AttentionOptions()) -> torch.Tensor:
+        """O before nu, at every position of one sample. x: (C, h, w); defect: (h, w) bool."""
+        c = x.shape[0]
+        rows = x.reshape(c, -1).T
+        o = masked_attention(self._lin(rows, self.theta), self._lin(rows, self.phi),
+                             self._lin(rows, self.mu), ~defect.flatten(), opts.backend,
+                             opts.chunk_elements)
+        return o.T.reshape(x.shape)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor,
+                opts: AttentionOptions = AttentionOptions()) -> torch.Tensor:
+        """rho_global(O) for x (N, C, h, w) and mask (N, 1, h, w) (1 = defect).
+
+        With ``opts.hole_only`` the result is exact at defect positions and zero
+        elsewhere (only defect positions are ever used); otherwise it is computed
+        everywhere.
+        """
+        outs = []
+        for b in range(x.shape[0]):
+            defect = mask[b, 0] > 0.5
+            if not bool(defect.any()):
+                outs.append(torch.zeros_like(x[b]))
+            elif opts.hole_only:
+                outs.append(self._hole_only(x[b], defect, opts))
+            else:
+                o = self.attention_output(x[b], defect, opts)
+                y = F.conv2d(o[None], self.nu.weight, self.nu.bias)
+                outs.append(self.rho_global(y)[0])
+        return torch.stack(outs)
+
+    def _hole_only(self, x: torch.Tensor, defect: torch.Tensor, opts: AttentionOptions) -> torch.Tensor:
+        c, h, w = x.shape
+        r = self.radius
+        reach = dilate(defect, r)           # positions whose O can influence a defect output
+        rows = x.reshape(c, -1).T
+        q_idx = reach.flatten().nonzero().squeeze(1)
+        k_idx = (~defect).flatten().nonzero().squeeze(1)
+        q = self._lin(rows.index_select(0, q_idx), self.theta)
+        kv_rows = rows.index_select(0, k_idx)
+        k, v = self._lin(kv_rows, self.phi), self._lin(kv_rows, self.mu)
+        all_keys = torch.ones(k.shape[0], dtype=torch.bool, device=x.device)
+        o = masked_attention(q, k, v, all_keys, opts.backend, opts.chunk_elements)
+        y_rows = self._lin(o, self.nu)
+        y = torch.zeros(h * w, c, dtype=y_rows.dtype, device=x.device).index_copy(0, q_idx, y_rows)
+        y = y.T.reshape(c, h, w)
+        # rho_global only on tiles that hold defects, each with an r-wide halo:
+        # a tile's interior is then exact (the halo absorbs the crop's own padding)
+        out = torch.zeros_like(y)
+        t = max(1, opts.tile)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(h, y0 + t), min(w, x0 + t)
+                if not bool(defect[y0:y1, x0:x1].any()):
+                    continue
+                ry0, rx0, ry1, rx1 = max(0, y0 - r), max(0, x0 - r), min(h, y1 + r), min(w, x1 + r)
+                res = self.rho_global(y[None, :, ry0:ry1, rx0:rx1])[0]
+                out[:, y0:y1, x0:x1] = res[:, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
+        return out

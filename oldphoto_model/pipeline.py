@@ -1,0 +1,156 @@
+"""The restore pipeline: numpy uint8 image (+ optional selection mask) in, same shape out."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import AttentionOptions
+from .device import select_device, select_precision
+from .errors import InputError
+from .model import RestorationModel, mask_to_latent
+
+#: Progress callback: (fraction done in [0, 1], stage name). It may raise (e.g.
+#: ``errors.Cancelled``) to stop the restore; the exception propagates unchanged.
+Progress = Callable[[float, str], None]
+
+#: Feathered selections: a pixel is a defect when its mask value is at least this
+#: (the 50 % contour, where GIMP draws the selection outline).
+DEFAULT_MASK_THRESHOLD = 128
+
+#: Smallest side fed to the network (reflect padding needs room).
+MIN_SIDE = 16
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
+    """uint8 selection (0-255, possibly feathered) -> bool defect mask: value >= threshold."""
+    return np.asarray(mask) >= threshold
+
+
+def _check(image: np.ndarray, mask: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"image dtype must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"image shape must be HxW or HxWxC with C in 1..4, got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InputError(f"image is empty: {image.shape}")
+    if mask is not None:
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8:
+            raise InputError("mask must be a uint8 numpy array")
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[:, :, 0]
+        if mask.shape != image.shape[:2]:
+            raise InputError(f"mask shape {mask.shape} does not match image size {image.shape[:2]}")
+    return image, mask
+
+
+def _pad_amounts(size: int, multiple: int) -> int:
+    target = max(MIN_SIDE, -(-size // multiple) * multiple)
+    return target - size
+
+
+def _pad(t: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """Pad bottom/right by reflection; replicate where the image is too small to reflect."""
+    if ph == 0 and pw == 0:
+        return t
+    h, w = t.shape[-2:]
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(t, (0, pw, 0, ph), mode=mode)
+
+
+class Restorer:
+    """A model placed on a device at a precision, ready to restore many photos."""
+
+    def __init__(self, model: RestorationModel, device: str | torch.device = "auto",
+                 precision: str = "auto", attention: AttentionOptions = AttentionOptions()) -> None:
+        self.device = select_device(device)
+        self.dtype = select_precision(self.device, precision)
+        self.attention = attention
+        self.model = model.eval().to(self.device)
+        if self.dtype != torch.float32:
+            # reduced precision runs fastest on NHWC kernels (oneDNN / cuDNN)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.multiple = model.config.multiple
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def restore_tensor(self, x: torch.Tensor, defect: Optional[torch.Tensor],
+                       progress: Optional[Progress] = None) -> torch.Tensor:
+        """x: (1, 3, H, W) in [-1, 1] with H, W multiples of the model's multiple;
+        defect: (1, 1, H, W) in {0, 1} or None. Returns float32 (1, 3, H, W)."""
+        report = progress or (lambda f, s: None)
+        m = self.model
+        x = x.to(self.device)
+        if self.dtype != torch.float32:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            report(0.0, "encode")
+            z = m.encoder_a(x)
+            del x
+            report(0.15, "map")
+            lat = None
+            if defect is not None and bool(defect.any()):
+                lat = mask_to_latent(defect.to(self.device), self.multiple)
+            _, fused = m.mapping.forward_features(z, lat, self.attention)
+            del z
+            report(0.75, "map-tail")
+            w = m.mapping.tail(fused)
+            del fused
+            report(0.85, "decode")
+            y = m.decoder_b(w)
+        report(1.0, "done")
+        return y.float()
+
+    def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+                progress: Optional[Progress] = None) -> np.ndarray:
+        """Restore a uint8 image (HxW, HxWx1 gray, HxWx2 gray+alpha, HxWx3 RGB,
+        HxWx4 RGBA). ``mask`` (uint8 HxW, 255 = defect) marks scratches to inpaint;
+        values >= ``mask_threshold`` count as defects. Returns the same shape and
+        dtype: gray stays gray (ITU-R 601 luma of the result), alpha is copied."""
+        orig_shape = image.shape
+        image, mask = _check(image, mask)
+        h, w, c = image.shape
+        color = image[:, :, :3] if c >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
+        x = torch.from_numpy(np.ascontiguousarray(color)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        ph, pw = _pad_amounts(h, self.multiple), _pad_amounts(w, self.multiple)
+        x = _pad(x, ph, pw)
+        defect = None
+        if mask is not None:
+            binary = binarize_mask(mask, mask_threshold)
+            if binary.any():
+                defect = _pad(torch.from_numpy(binary)[None, None].float(), ph, pw)
+        y = self.restore_tensor(x, defect, progress)[0, :, :h, :w]
+        rgb = ((y.permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5)
+        if c >= 3:
+            out_color = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+        else:
+            out_color = np.clip(np.rint(rgb @ _LUMA), 0, 255).astype(np.uint8)[:, :, None]
+        out = np.empty_like(image)
+        nc = out_color.shape[2]
+        out[:, :, :nc] = out_color
+        if c in (2, 4):
+            out[:, :, nc:] = image[:, :, nc:]   # alpha untouched
+        return out.reshape(orig_shape)
+
+
+def restore(image: np.ndarray, mask: Optional[np.ndarray] = None, *, model: RestorationModel,
+            device: str | torch.device = "auto", precision: str = "auto",
+            mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+            progress: Optional[Progress] = None,
+            attention: AttentionOptions = AttentionOptions()) -> np.ndarray:
+    """One-call restore; see ``Restorer.restore``. For many photos keep a ``Restorer``."""
+    return Restorer(model, device, precision, attention).restore(image, mask, mask_threshold, progress)
