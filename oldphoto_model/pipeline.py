@@ -37,12 +37,12 @@ def _check(image: np.ndarray, mask: Optional[np.ndarray]) -> tuple[np.ndarray, O
         raise InputError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise InputError(f"image dtype must be uint8, got {image.dtype}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
         raise InputError(f"image shape must be HxW or HxWxC with C in 1..4, got {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise InputError(f"image is empty: {image.shape}")
+    if image.ndim == 2:
+        image = image[:, :, None]
     if mask is not None:
         if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8:
             raise InputError("mask must be a uint8 numpy array")
@@ -121,7 +121,7 @@ class Restorer:
         HxWx4 RGBA). ``mask`` (uint8 HxW, 255 = defect) marks scratches to inpaint;
         values >= ``mask_threshold`` count as defects. Returns the same shape and
         dtype: gray stays gray (ITU-R 601 luma of the result), alpha is copied."""
-        orig_shape = image.shape
+        orig_shape = np.shape(image)
         image, mask = _check(image, mask)
         h, w, c = image.shape
         color = image[:, :, :3] if c >= 3 else np.repeat(image[:, :, :1], 3, axis=2)

@@ -46,14 +46,21 @@ def _full_matrix(q, k, v, intact):
 
 def _chunked(q, k, v, chunk_elements):
     rows = max(1, chunk_elements // max(1, k.shape[0]))
-    out = torch.empty(q.shape[0], v.shape[1], dtype=v.dtype, device=v.device)
-    kt = k.T.contiguous()
+    kt = k.T
+    # training needs autograd (a list of chunks); inference writes into one buffer
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    out = [] if grad else torch.empty(q.shape[0], v.shape[1], dtype=v.dtype, device=v.device)
     for s in range(0, q.shape[0], rows):
         scores = q[s:s + rows] @ kt
-        # reduced-precision scores are normalised in fp32: unscaled logits are large
-        probs = torch.softmax(scores.float(), dim=1).to(v.dtype)
-        torch.matmul(probs, v, out=out[s:s + rows])
-    return out
+        if scores.dtype in (torch.float16, torch.bfloat16):
+            # unscaled logits are large: normalise in fp32
+            scores = scores.float()
+        probs = torch.softmax(scores, dim=1).to(v.dtype)
+        if grad:
+            out.append(probs @ v)
+        else:
+            torch.matmul(probs, v, out=out[s:s + rows])
+    return torch.cat(out) if grad else out
 
 
 def _sdpa(q, k, v):

@@ -1,0 +1,136 @@
+"""Weight-file round trip and the documented errors for bad files."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from oldphoto_model import MappingConfig, ModelConfig, VAEConfig, WeightsError, load_model, restore, save_model
+from oldphoto_model import weights as weights_mod
+
+from ..conftest import TINY, random_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = random_model()
+    path = save_model(model, tmp_path / "w.pt", metadata={"purpose": "test, random weights"})
+    return model, path
+
+
+def test_round_trip_same_outputs(saved):
+    model, path = saved
+    loaded = load_model(path)
+    assert loaded.config == model.config
+    assert loaded.weights_info.metadata == {"purpose": "test, random weights"}
+    assert len(loaded.weights_info.sha256) == 64
+    img = np.random.default_rng(0).integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    m = np.zeros((37, 41), np.uint8)
+    m[10:13] = 255
+    a = restore(img, m, model=model, device="cpu", precision="fp32")
+    b = restore(img, m, model=loaded, device="cpu", precision="fp32")
+    assert np.array_equal(a, b)
+
+
+def test_fp16_storage_is_smaller_and_close(tmp_path):
+    model = random_model()
+    p32 = save_model(model, tmp_path / "a.pt")
+    p16 = save_model(model, tmp_path / "b.pt", dtype=torch.float16)
+    assert p16.stat().st_size < 0.7 * p32.stat().st_size
+    loaded = load_model(p16)
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert b.dtype == a.dtype, k
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def _rewrite(path, **changes):
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="file not found") as e:
+        load_model(tmp_path / "nope.pt")
+    assert e.value.path.endswith("nope.pt")
+
+
+def test_directory(tmp_path):
+    with pytest.raises(WeightsError, match="not a regular file"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_file(saved, damage):
+    _, path = saved
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00junk" * 100, "empty": b""}[damage])
+    with pytest.raises(WeightsError, match="not a readable weight file") as e:
+        load_model(path)
+    assert str(path) in str(e.value)
+
+
+def test_other_format(tmp_path):
+    p = tmp_path / "sd.pt"
+    torch.save(random_model().state_dict(), p)          # a bare state dict is not our format
+    with pytest.raises(WeightsError, match="not an oldphoto weight file"):
+        load_model(p)
+
+
+def test_newer_version(saved):
+    _, path = saved
+    _rewrite(path, version=weights_mod.VERSION + 1)
+    with pytest.raises(WeightsError, match="version"):
+        load_model(path)
+
+
+def test_config_does_not_match_tensors(saved):
+    _, path = saved
+    other = ModelConfig(vae=VAEConfig(channels=8), mapping=MappingConfig(latent_channels=8, width=32))
+    _rewrite(path, config=json.dumps(other.to_dict()))
+    with pytest.raises(WeightsError, match="does not match the stored config.*shape mismatch"):
+        load_model(path)
+
+
+def test_invalid_config(saved):
+    _, path = saved
+    _rewrite(path, config=json.dumps({"vae": {"channels": 8, "bogus": 1}, "mapping": {}}))
+    with pytest.raises(WeightsError, match="invalid config.*bogus"):
+        load_model(path)
+
+
+def test_missing_network(saved):
+    _, path = saved
+    payload = torch.load(path, weights_only=True)
+    del payload["mapping"]
+    torch.save(payload, path)
+    with pytest.raises(WeightsError, match="missing network 'mapping'"):
+        load_model(path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path('PWNED').write_text('x')",))
+
+
+def test_pickled_code_is_never_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "evil.pt"
+    torch.save({"format": weights_mod.FORMAT, "x": _Evil()}, p)
+    with pytest.raises(WeightsError, match="not a readable weight file"):
+        load_model(p)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = save_model(random_model(), tmp_path / "w.pt")
+    before = path.read_bytes()
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_model(random_model(seed=1), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w.pt"]
+
+
+def test_tiny_config_matches_fixture():
+    assert random_model().config == TINY
