@@ -88,5 +88,5 @@ class AttentionOptions:
 
     backend: str = "auto"           # auto | chunked | sdpa | full_matrix (baseline only)
     hole_only: bool = True          # compute the global branch only where it reaches the mask
-    chunk_elements: int = 1 << 24   # score-matrix budget per query chunk
-    tile: int = 32                  # latent tile side for hole-only rho_global
+    chunk_elements: int = 1 << 22   # score-matrix budget per query chunk
+    tile: int = 0                   # latent tile side for hole-only rho_global; 0 = cheapest

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
+from .lean import DEFAULT_BAND_ELEMENTS, lean_forward
 from .model import RestorationModel, mask_to_latent
 
 #: Progress callback: (fraction done in [0, 1], stage name). It may raise (e.g.
@@ -71,7 +72,9 @@ class Restorer:
     """A model placed on a device at a precision, ready to restore many photos."""
 
     def __init__(self, model: RestorationModel, device: str | torch.device = "auto",
-                 precision: str = "auto", attention: AttentionOptions = AttentionOptions()) -> None:
+                 precision: str = "auto", attention: AttentionOptions = AttentionOptions(),
+                 band_elements: int = DEFAULT_BAND_ELEMENTS) -> None:
+        self.band_elements = band_elements
         self.device = select_device(device)
         self.dtype = select_precision(self.device, precision)
         self.attention = attention
@@ -93,24 +96,27 @@ class Restorer:
         defect: (1, 1, H, W) in {0, 1} or None. Returns float32 (1, 3, H, W)."""
         report = progress or (lambda f, s: None)
         m = self.model
+
+        def run(module, t):
+            return lean_forward(module, t, self.band_elements)
         x = x.to(self.device)
         if self.dtype != torch.float32:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             report(0.0, "encode")
-            z = m.encoder_a(x)
+            z = run(m.encoder_a.net, x)
             del x
             report(0.15, "map")
             lat = None
             if defect is not None and bool(defect.any()):
                 lat = mask_to_latent(defect.to(self.device), self.multiple)
-            _, fused = m.mapping.forward_features(z, lat, self.attention)
+            _, fused = m.mapping.forward_features(z, lat, self.attention, run)
             del z
             report(0.75, "map-tail")
-            w = m.mapping.tail(fused)
+            w = run(m.mapping.tail, fused)
             del fused
             report(0.85, "decode")
-            y = m.decoder_b(w)
+            y = run(m.decoder_b.net, w)
         report(1.0, "done")
         return y.float()
 

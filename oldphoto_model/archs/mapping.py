@@ -1,6 +1,8 @@
 """Latent mapping network T: Z_X -> Z_Y, with the partial nonlocal block."""
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 from torch import nn
 
@@ -37,11 +39,16 @@ class MappingNetwork(nn.Module):
         self.tail = nn.Sequential(*tail)
 
     def forward_features(self, z: torch.Tensor, mask: torch.Tensor | None = None,
-                         opts: AttentionOptions = AttentionOptions()
+                         opts: AttentionOptions = AttentionOptions(),
+                         run: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None,
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (rho_local(F), F_fuse). mask: (N, 1, h, w) at latent size, 1 = defect."""
-        f = self.head(z)
-        local = self.local_branch(f)
+        """Return (rho_local(F), F_fuse). mask: (N, 1, h, w) at latent size, 1 = defect.
+
+        ``run(module, x)`` executes the conv stacks (default ``module(x)``; the
+        restore pipeline passes the memory-lean executor)."""
+        run = run or (lambda module, x: module(x))
+        f = run(self.head, z)
+        local = run(self.local_branch, f)
         if self.global_branch is None or mask is None or not bool((mask > 0.5).any()):
             return local, local             # empty mask: no attention is computed at all
         glob = self.global_branch(f, mask, opts)

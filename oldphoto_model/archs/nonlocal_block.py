@@ -96,13 +96,48 @@ class PartialNonLocalBlock(nn.Module):
         # rho_global only on tiles that hold defects, each with an r-wide halo:
         # a tile's interior is then exact (the halo absorbs the crop's own padding)
         out = torch.zeros_like(y)
-        t = max(1, opts.tile)
-        for y0 in range(0, h, t):
-            for x0 in range(0, w, t):
-                y1, x1 = min(h, y0 + t), min(w, x0 + t)
-                if not bool(defect[y0:y1, x0:x1].any()):
-                    continue
-                ry0, rx0, ry1, rx1 = max(0, y0 - r), max(0, x0 - r), min(h, y1 + r), min(w, x1 + r)
-                res = self.rho_global(y[None, :, ry0:ry1, rx0:rx1])[0]
-                out[:, y0:y1, x0:x1] = res[:, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
+        for (y0, y1, x0, x1), (ry0, ry1, rx0, rx1) in defect_tiles(defect, r, opts.tile):
+            res = self.rho_global(y[None, :, ry0:ry1, rx0:rx1])[0]
+            out[:, y0:y1, x0:x1] = res[:, y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
         return out
+
+
+Box = tuple[int, int, int, int]
+
+
+def _tiles(defect: torch.Tensor, r: int, t: int) -> list[tuple[Box, Box]]:
+    h, w = defect.shape
+    th, tw = -(-h // t), -(-w // t)
+    padded = torch.zeros(th * t, tw * t, dtype=torch.bool, device=defect.device)
+    padded[:h, :w] = defect
+    occupied = padded.view(th, t, tw, t).any(dim=3).any(dim=1).nonzero().tolist()
+    out = []
+    for ty, tx in occupied:
+        y0, x0 = ty * t, tx * t
+        y1, x1 = min(h, y0 + t), min(w, x0 + t)
+        out.append(((y0, y1, x0, x1), (max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r))))
+    return out
+
+
+def defect_tiles(defect: torch.Tensor, r: int, tile: int = 0) -> list[tuple[Box, Box]]:
+    """Tiles covering every defect, as (interior box, box with r-halo) pairs.
+
+    ``tile`` > 0 fixes the tile side; 0 picks, among a few sides and the single
+    bounding box of the defects, the choice that makes rho_global process the
+    fewest positions (many small tiles pay for their halos, one box for its gaps).
+    """
+    if tile > 0:
+        return _tiles(defect, r, tile)
+    h, w = defect.shape
+    ys, xs = defect.any(dim=1).nonzero(), defect.any(dim=0).nonzero()
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    best = [((y0, y1, x0, x1), (max(0, y0 - r), min(h, y1 + r), max(0, x0 - r), min(w, x1 + r)))]
+
+    def cost(plan):
+        return sum((b[1] - b[0]) * (b[3] - b[2]) for _, b in plan)
+    for t in (8, 16, 32, 64):
+        if t < max(h, w):
+            plan = _tiles(defect, r, t)
+            if cost(plan) < cost(best):
+                best = plan
+    return best

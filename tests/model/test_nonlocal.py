@@ -31,7 +31,8 @@ def _mask(h, w, seed, p=0.1, kind="random"):
 
 
 @pytest.mark.parametrize("h,w,kind,tile", [(13, 17, "random", 4), (20, 9, "line", 32), (16, 16, "border", 5),
-                                           (11, 23, "random", 1), (9, 9, "full", 4)])
+                                           (11, 23, "random", 1), (9, 9, "full", 4),
+                                           (40, 36, "line", 0), (33, 30, "random", 0)])
 def test_hole_only_equals_full_computation(h, w, kind, tile):
     block = _block()
     x = torch.randn(2, 8, h, w, dtype=torch.float64)

@@ -123,3 +123,17 @@ def test_explicit_cuda_without_gpu_is_clear():
         pytest.skip("this machine has CUDA")
     with pytest.raises(RuntimeError, match="CUDA"):
         Restorer(random_model(), device="cuda")
+
+
+def test_pipeline_equals_plain_model_forward():
+    """The banded, in-place pipeline against RestorationModel.forward (the plain reference)."""
+    model = random_model()
+    img = _img((52, 44, 3), 7)
+    mask = _scratch(52, 44)
+    out = Restorer(model, device="cpu", precision="fp32", band_elements=500).restore(img, mask)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+    m = torch.from_numpy(mask >= 128)[None, None].float()
+    with torch.no_grad():
+        ref = model(x, m)[0].permute(1, 2, 0).numpy()
+    ref = np.clip(np.rint((ref + 1) * 127.5), 0, 255).astype(np.uint8)
+    assert np.abs(out.astype(int) - ref).max() <= 1

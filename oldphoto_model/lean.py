@@ -1,0 +1,134 @@
+"""Exact, memory-lean execution of the convolutional stages for large photos.
+
+The plain ``module(x)`` keeps several full-size temporaries alive (a padded
+copy, the conv output, a separate instance-norm output). Here every conv runs
+in horizontal bands written into one preallocated output, the reflect padding
+is built per band from its neighbouring rows, and instance norm, ReLU and Tanh
+work in place. Instance norm needs statistics over the whole map, so tiling is
+by rows of whole layers: the result is the same as the plain forward (checked
+by tests/model/test_lean.py), with peak memory about one input plus one output
+of the widest layer instead of three or four.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .archs.blocks import ResBlock
+
+#: Elements of one band's input (all channels); bounds the per-band workspace.
+DEFAULT_BAND_ELEMENTS = 1 << 24
+
+
+def _reflect_rows(n: int, lo: int, hi: int, device) -> torch.Tensor:
+    """Row indices lo..hi-1 of a map with n rows, reflected at both edges."""
+    idx = torch.arange(lo, hi, device=device).abs()
+    return torch.where(idx >= n, 2 * (n - 1) - idx, idx)
+
+
+def _conv_banded(x: torch.Tensor, conv: nn.Conv2d, reflect: int, band_elems: int) -> torch.Tensor:
+    """conv(ReflectionPad2d(reflect)(x)) in row bands (the conv's own zero padding kept)."""
+    kh = conv.kernel_size[0]
+    sh = conv.stride[0]
+    ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+    n, c, h, w = x.shape
+    hp = h + 2 * reflect + 2 * ph                      # rows after both paddings
+    ho = (hp - kh) // sh + 1
+    wo = (w + 2 * reflect + 2 * pw - conv.kernel_size[1]) // conv.stride[1] + 1
+    rows_per_band = max(1, band_elems // max(1, c * (w + 2 * reflect) * sh) - kh)
+    if ho <= rows_per_band:                           # one band: the plain op
+        xp = F.pad(x, (reflect,) * 4, mode="reflect") if reflect else x
+        return conv(xp)
+    out = None
+    for o0 in range(0, ho, rows_per_band):
+        o1 = min(ho, o0 + rows_per_band)
+        # padded-coordinate rows [o0*s, (o1-1)*s + k), then strip the zero padding
+        r0, r1 = o0 * sh - ph - reflect, (o1 - 1) * sh + kh - ph - reflect
+        inner0, inner1 = max(r0, -reflect), min(r1, h + reflect)
+        band = x.index_select(2, _reflect_rows(h, inner0, inner1, x.device))
+        if reflect:
+            band = F.pad(band, (reflect, reflect, 0, 0), mode="reflect")
+        band = F.pad(band, (pw, pw, inner0 - r0, r1 - inner1))   # the conv's zero padding
+        y = F.conv2d(band, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+        if out is None:
+            out = torch.empty((n, y.shape[1], ho, wo), dtype=y.dtype, device=y.device,
+                              memory_format=torch.channels_last if x.is_contiguous(
+                                  memory_format=torch.channels_last) and c > 1 else torch.contiguous_format)
+        out[:, :, o0:o1] = y
+    return out
+
+
+def _convT_banded(x: torch.Tensor, conv: nn.ConvTranspose2d, band_elems: int) -> torch.Tensor:
+    """ConvTranspose2d in bands of input rows; each band's output rows that depend
+    only on rows inside the band (plus a halo) are kept."""
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    n, c, h, w = x.shape
+    ho = (h - 1) * s - 2 * p + k + conv.output_padding[0]
+    rows_per_band = max(1, band_elems // max(1, c * w))
+    if h <= rows_per_band:
+        return conv(x)
+    halo = -(-k // s)
+    out = None
+    for i0 in range(0, h, rows_per_band):
+        i1 = min(h, i0 + rows_per_band)
+        a0, a1 = max(0, i0 - halo), min(h, i1 + halo)
+        y = F.conv_transpose2d(x[:, :, a0:a1], conv.weight, conv.bias, s, 0, 0, conv.groups, conv.dilation)
+        # output rows o (after cropping p) owned by this band: inputs i0..i1-1 cover o in [i0*s - p, i1*s - p)
+        o0, o1 = max(0, i0 * s - p), min(ho, i1 * s - p) if i1 < h else ho
+        u0 = o0 + p - a0 * s                            # row in y's uncropped coordinates
+        y = y[:, :, u0:u0 + (o1 - o0), p:p + (y.shape[3] - 2 * p) if p else None]
+        if out is None:
+            out = torch.empty((n, y.shape[1], ho, y.shape[3]), dtype=y.dtype, device=y.device,
+                              memory_format=torch.channels_last if x.is_contiguous(
+                                  memory_format=torch.channels_last) else torch.contiguous_format)
+        out[:, :, o0:o1] = y
+    return out
+
+
+def instance_norm_(x: torch.Tensor, eps: float = 1e-5, group: int = 16) -> torch.Tensor:
+    """In-place instance norm without affine; statistics in fp32, a few channels at a time."""
+    for c0 in range(0, x.shape[1], group):
+        part = x[:, c0:c0 + group]
+        wide = part.float() if part.dtype in (torch.float16, torch.bfloat16) else part
+        var, mean = torch.var_mean(wide, dim=(2, 3), keepdim=True, correction=0)
+        part.sub_(mean.to(part.dtype)).mul_(torch.rsqrt(var + eps).to(part.dtype))
+    return x
+
+
+def lean_forward(module: nn.Module, x: torch.Tensor, band_elements: int = DEFAULT_BAND_ELEMENTS,
+                 _owned: bool = False) -> torch.Tensor:
+    """Run ``module`` (a Sequential of the layer types of ``archs``) on x exactly as
+    ``module(x)`` would, with in-place elementwise layers and banded convolutions.
+    Inference only (in-place ops). ``x`` is never modified."""
+    if isinstance(module, nn.Sequential):
+        layers = list(module)
+        i = 0
+        owned = _owned
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.ReflectionPad2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Conv2d):
+                pad = layer.padding
+                if len(set(pad)) != 1:
+                    raise ValueError(f"asymmetric padding {pad} is not supported")
+                x = _conv_banded(x, layers[i + 1], pad[0], band_elements)
+                owned, i = True, i + 2
+                continue
+            x = lean_forward(layer, x, band_elements, owned)
+            owned = owned or not isinstance(layer, (nn.ReLU, nn.Tanh, nn.InstanceNorm2d))
+            i += 1
+        return x
+    if isinstance(module, ResBlock):
+        y = lean_forward(module.body, x, band_elements)
+        return y.add_(x)
+    if isinstance(module, nn.Conv2d):
+        return _conv_banded(x, module, 0, band_elements)
+    if isinstance(module, nn.ConvTranspose2d):
+        return _convT_banded(x, module, band_elements)
+    if isinstance(module, nn.InstanceNorm2d) and not module.affine and not module.track_running_stats:
+        return instance_norm_(x if _owned else x.clone(), module.eps)
+    if isinstance(module, nn.ReLU):
+        return x.relu_() if _owned else torch.relu(x)
+    if isinstance(module, nn.Tanh):
+        return x.tanh_() if _owned else torch.tanh(x)
+    return module(x)
