@@ -86,14 +86,36 @@ def _convT_banded(x: torch.Tensor, conv: nn.ConvTranspose2d, band_elems: int) ->
     return out
 
 
-def instance_norm_(x: torch.Tensor, eps: float = 1e-5, group: int = 16) -> torch.Tensor:
-    """In-place instance norm without affine; statistics in fp32, a few channels at a time."""
-    for c0 in range(0, x.shape[1], group):
-        part = x[:, c0:c0 + group]
-        wide = part.float() if part.dtype in (torch.float16, torch.bfloat16) else part
-        var, mean = torch.var_mean(wide, dim=(2, 3), keepdim=True, correction=0)
-        part.sub_(mean.to(part.dtype)).mul_(torch.rsqrt(var + eps).to(part.dtype))
-    return x
+def _flat(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A (N, positions, C) or (N, C, positions) view without copying, and its position dim."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, t.shape[1]), 1
+    return t.reshape(t.shape[0], t.shape[1], -1), 2
+
+
+def instance_norm_(x: torch.Tensor, eps: float = 1e-5, band_elements: int = DEFAULT_BAND_ELEMENTS
+                   ) -> torch.Tensor:
+    """In-place instance norm without affine.
+
+    Statistics are plain sums (several times faster than Welford's var_mean on
+    CPU) of x minus a per-channel shift taken from a subsample, which avoids the
+    cancellation of E[x^2] - E[x]^2; accumulated in fp32 (fp64 for fp64) over
+    row bands, so no full-size temporary is made."""
+    n, c, h, w = x.shape
+    acc = torch.promote_types(x.dtype, torch.float32)
+    shift = x[:, :, ::max(1, h // 16), ::max(1, w // 16)].to(acc).mean(dim=(2, 3), keepdim=True)
+    s1 = torch.zeros(n, c, dtype=acc, device=x.device)
+    s2 = torch.zeros(n, c, dtype=acc, device=x.device)
+    rows = max(1, band_elements // max(1, c * w))
+    for r0 in range(0, h, rows):
+        d = x[:, :, r0:r0 + rows].to(acc) - shift
+        flat, dim = _flat(d)
+        s1 += flat.sum(dim)
+        s2 += (flat * flat).sum(dim)
+    mean_d = s1 / (h * w)
+    var = (s2 / (h * w) - mean_d * mean_d).clamp_min(0)
+    mean = (shift.view(n, c) + mean_d).view(n, c, 1, 1)
+    return x.sub_(mean.to(x.dtype)).mul_(torch.rsqrt(var + eps).view(n, c, 1, 1).to(x.dtype))
 
 
 def lean_forward(module: nn.Module, x: torch.Tensor, band_elements: int = DEFAULT_BAND_ELEMENTS,

@@ -78,10 +78,8 @@ class Restorer:
         self.device = select_device(device)
         self.dtype = select_precision(self.device, precision)
         self.attention = attention
-        self.model = model.eval().to(self.device)
-        if self.dtype != torch.float32:
-            # reduced precision runs fastest on NHWC kernels (oneDNN / cuDNN)
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # NHWC: oneDNN / cuDNN's fast kernels (3.6x on the 3-channel first conv in fp32 here)
+        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
         self.multiple = model.config.multiple
 
     def _autocast(self):
@@ -99,9 +97,7 @@ class Restorer:
 
         def run(module, t):
             return lean_forward(module, t, self.band_elements)
-        x = x.to(self.device)
-        if self.dtype != torch.float32:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         with self._autocast():
             report(0.0, "encode")
             z = run(m.encoder_a.net, x)

@@ -130,7 +130,7 @@ def test_pipeline_equals_plain_model_forward():
     model = random_model()
     img = _img((52, 44, 3), 7)
     mask = _scratch(52, 44)
-    out = Restorer(model, device="cpu", precision="fp32", band_elements=500).restore(img, mask)
+    out = Restorer(model, device="cpu", precision="fp32", band_elements=2000).restore(img, mask)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
     m = torch.from_numpy(mask >= 128)[None, None].float()
     with torch.no_grad():
