@@ -1,0 +1,285 @@
+# -*- coding: utf-8 -*-
+"""Logic shared by the GIMP 3 and GIMP 2.10 plug-ins (runs on Python 2.7 and 3).
+
+The plug-ins only adapt their host (pixels in and out, selection, progress,
+layers, messages) to :class:`Host`; everything else lives here, once.
+No third-party imports at module level: a missing pyzmq/msgpack must become a
+message, never a missing menu entry.
+"""
+from __future__ import absolute_import, division, print_function
+
+import sys
+
+PROCEDURE = "python-fu-oldphoto-restore"
+MENU_PATH = "<Image>/Filters/Enhance"
+MENU_LABEL = "Restore Old Photo..."
+TITLE = "Restore Old Photo"
+BLURB = "Restore an old photo; the selection marks scratches to inpaint"
+HELP = ("Sends the active layer (and the selection as scratch mask) to the local "
+        "old-photo restoration server and adds the restored copy as a new layer "
+        "above it. The original layer is never changed.")
+AUTHOR = "oldphoto-restore contributors"
+COPYRIGHT = "MIT"
+DATE = "2026"
+#: Indexed images are greyed out in the menu: a palette cannot hold the result.
+IMAGE_TYPES = "RGB*, GRAY*"
+INDEXED_REASON = "Restore Old Photo works on RGB and grayscale images; convert indexed images first (Image > Mode)."
+
+#: Same value as oldphoto_client.DEFAULT_ADDRESS (a test keeps them equal); kept here
+#: because the client module may only be imported inside the run function.
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5587"
+START_HINT = "Start the restoration server first: run `python -m server` in a terminal and leave it running."
+
+#: The plug-in's options: (name, type, default, label, description). Both hosts
+#: build their dialog/arguments from this list, in this order.
+OPTIONS = (
+    ("use_selection", bool, True, "Use selection as scratch mask",
+     "Selected pixels are scratches to inpaint (feathered selections keep their soft edge)"),
+    ("restrict_to_selection", bool, True, "Only change the selected area",
+     "Blend the restored pixels into the original through the selection; nothing else changes"),
+    ("detect_scratches", bool, False, "Detect scratches automatically when nothing is selected",
+     "Only when the server offers automatic scratch detection"),
+    ("server_address", str, DEFAULT_ADDRESS, "Server address",
+     "ZeroMQ address of the restoration server"),
+)
+DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
+
+LAYER_SUFFIX = " (restored)"
+
+
+class PluginError(Exception):
+    """A failure with a message meant for the person in front of GIMP."""
+
+    def __init__(self, message, kind="error"):
+        Exception.__init__(self, message)
+        self.message = message
+        self.kind = kind   # "error", "unavailable", "cancelled", "missing-modules", "input"
+
+
+def options_from(values):
+    """Complete and type-check an options mapping (missing keys take defaults)."""
+    out = dict(DEFAULTS)
+    for name, typ, default, _label, _desc in OPTIONS:
+        if name in values and values[name] is not None:
+            v = values[name]
+            out[name] = bool(v) if typ is bool else (str(v).strip() or default)
+    return out
+
+
+def missing_modules_message(exc, executable=None):
+    """Text for an ImportError of pyzmq/msgpack/the client, naming this GIMP's Python."""
+    exe = executable or sys.executable or "python"
+    return ("Restore Old Photo needs the Python modules pyzmq and msgpack in the Python "
+            "that GIMP runs plug-ins with:\n  %s\n(%s)\n\nInstall them with:\n"
+            "  \"%s\" -m pip install pyzmq msgpack\n"
+            "or your system's packages (Debian/Ubuntu: python3-zmq python3-msgpack)."
+            % (exe, exc, exe))
+
+
+def import_client():
+    """Import oldphoto_client (and so pyzmq/msgpack) or raise a PluginError that says what to run."""
+    try:
+        import oldphoto_client
+    except ImportError as e:
+        raise PluginError(missing_modules_message(e), "missing-modules")
+    return oldphoto_client
+
+
+def layer_name(name):
+    return (name or "Layer") + LAYER_SUFFIX
+
+
+# ---------------------------------------------------------------- byte planes
+
+def crop(buf, width, channels, x, y, w, h):
+    """Rows y..y+h, columns x..x+w of an interleaved u8 plane (pure Python: GIMP's Python may lack numpy)."""
+    stride = width * channels
+    if x == 0 and w == width:
+        return bytes(buf[y * stride:(y + h) * stride])
+    a, b = x * channels, (x + w) * channels
+    return b"".join([bytes(buf[r * stride + a:r * stride + b]) for r in range(y, y + h)])
+
+
+def paste(dst, width, channels, x, y, w, h, src):
+    """Write a w x h block into the bytearray ``dst`` at (x, y)."""
+    stride, row = width * channels, w * channels
+    for r in range(h):
+        o = (y + r) * stride + x * channels
+        dst[o:o + row] = src[r * row:(r + 1) * row]
+
+
+def mask_bbox(mask, width, height):
+    """Bounding box (x, y, w, h) of the non-zero pixels of a u8 H x W mask, or None."""
+    x0, x1, y0, y1 = width, -1, -1, -1
+    zero = b"\x00"
+    for r in range(height):
+        row = bytes(mask[r * width:(r + 1) * width])
+        left = width - len(row.lstrip(zero))
+        if left == width:
+            continue
+        right = len(row.rstrip(zero))
+        if y0 < 0:
+            y0 = r
+        y1 = r
+        x0, x1 = min(x0, left), max(x1, right)
+    if y0 < 0:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0 + 1)
+
+
+# ---------------------------------------------------------------- the run
+
+class Host(object):
+    """What a GIMP version provides. Coordinates are the layer's own (0, 0 = its top-left)."""
+
+    #: width, height, channels (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA), layer name
+    width = height = channels = 0
+    name = ""
+
+    def read_pixels(self):
+        """The whole layer as u8 bytes, H x W x channels."""
+        raise NotImplementedError
+
+    def selection_mask(self):
+        """None when nothing is selected, else the selection as u8 bytes H x W in layer
+        coordinates (0 outside the canvas), feathered values kept."""
+        raise NotImplementedError
+
+    def progress(self, fraction, text=None):
+        pass
+
+    def should_cancel(self):
+        return False
+
+    def add_layer(self, name, pixels):
+        """Insert a new layer (same size, offsets and type) above the active one, in one
+        undo group; on failure leave nothing behind and raise."""
+        raise NotImplementedError
+
+
+def describe_error(exc, client_module, address):
+    """Map a client exception to a PluginError with a message for people."""
+    if isinstance(exc, PluginError):
+        return exc
+    cm = client_module
+    if cm is not None and isinstance(exc, getattr(cm, "ServerUnavailable", ())):
+        return PluginError("No old-photo restoration server answers at %s.\n%s"
+                           % (address, getattr(cm, "START_HINT", START_HINT)), "unavailable")
+    if cm is not None and isinstance(exc, getattr(cm, "Cancelled", ())):
+        return PluginError("Restore Old Photo was cancelled; the image is unchanged.", "cancelled")
+    if cm is not None and isinstance(exc, getattr(cm, "ServerError", ())):
+        return PluginError("The restoration server reported an error:\n%s"
+                           % (getattr(exc, "message", None) or exc), "error")
+    if cm is not None and isinstance(exc, getattr(cm, "ClientError", ())):
+        return PluginError("Talking to the restoration server at %s failed:\n%s"
+                           % (address, getattr(exc, "message", None) or exc), "error")
+    return PluginError("Restore Old Photo failed: %s: %s" % (type(exc).__name__, exc), "error")
+
+
+#: Names a server may give its automatic scratch-detection option (info()["options"]).
+DETECTION_OPTIONS = ("detect_scratches", "auto_mask", "scratch_detection")
+
+
+def detection_option(info):
+    """The server's option name for automatic scratch detection, or None when it has none."""
+    offered = info.get("options") if isinstance(info, dict) else None
+    for key in DETECTION_OPTIONS:
+        if isinstance(offered, dict) and key in offered:
+            return key
+    return None
+
+
+def dialog_options(address, timeout=1.0):
+    """Names of the options a dialog should show: scratch detection only when the
+    server at ``address`` offers it (asked quickly; any failure hides it)."""
+    names = [o[0] for o in OPTIONS]
+    try:
+        cm = import_client()
+        client = cm.Client(address)
+        try:
+            client.ping(timeout=timeout)
+            offered = detection_option(client.info()) is not None
+        finally:
+            client.close()
+    except Exception:
+        offered = False
+    if not offered:
+        names.remove("detect_scratches")
+    return names
+
+
+def request_for(host, options, crop_plan):
+    """Plan what to send: (pixels, mask, region, server options). ``crop_plan`` is
+    oldphoto_client.crop_plan (selection box -> region with context)."""
+    opts = options_from(options)
+    w, h, c = host.width, host.height, host.channels
+    if not (w > 0 and h > 0 and 1 <= c <= 4):
+        raise PluginError("The active layer is empty or of an unsupported type.", "input")
+    pixels = host.read_pixels()
+    if len(pixels) != w * h * c:
+        raise PluginError("Read %d bytes from the layer, expected %d." % (len(pixels), w * h * c), "input")
+    mask = host.selection_mask() if opts["use_selection"] else None
+    server_opts = {}
+    region = (0, 0, w, h)
+    if mask is not None:
+        bbox = mask_bbox(mask, w, h)
+        if bbox is None:
+            raise PluginError("The selection does not touch the active layer; select the "
+                              "scratches on it, or select nothing to restore the whole layer.", "input")
+        if opts["restrict_to_selection"]:
+            server_opts["restrict_to_mask"] = True
+            region = tuple(crop_plan(w, h, bbox))
+    elif opts["detect_scratches"]:
+        server_opts["detect_scratches"] = True
+    return pixels, mask, region, server_opts
+
+
+def run(host, options, client_module=None):
+    """Restore the host's active layer into a new layer. Raises PluginError on failure,
+    having left the image as it was. Returns the new layer's name."""
+    opts = options_from(options)
+    address = opts["server_address"]
+    cm = client_module or import_client()
+    pixels, mask, region, server_opts = request_for(host, opts, cm.crop_plan)
+    w, h, c = host.width, host.height, host.channels
+    rx, ry, rw, rh = region
+    client = None
+    host.progress(0.0, "Contacting the restoration server...")
+    try:
+        client = cm.Client(address)
+        client.ping()
+        if server_opts.pop("detect_scratches", False):
+            key = detection_option(client.info())
+            if key is not None:   # a server without detection restores without a mask
+                server_opts[key] = True
+        sent = pixels if region == (0, 0, w, h) else crop(pixels, w, c, rx, ry, rw, rh)
+        sent_mask = None if mask is None else crop(mask, w, 1, rx, ry, rw, rh)
+
+        def on_progress(fraction, stage=None):
+            host.progress(0.05 + 0.9 * max(0.0, min(1.0, float(fraction))),
+                          "Restoring: %s" % stage if stage else None)
+
+        result, _meta = client.restore(sent, rw, rh, c, mask=sent_mask, options=server_opts,
+                                       progress=on_progress, should_cancel=host.should_cancel)
+    except Exception as e:   # every failure becomes a message; nothing was made yet
+        raise describe_error(e, cm, address)
+    finally:
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+    if len(result) != rw * rh * c:
+        raise PluginError("The server returned %d bytes, expected %d; the image is unchanged."
+                          % (len(result), rw * rh * c), "error")
+    if region == (0, 0, w, h):
+        out = result
+    else:
+        out = bytearray(pixels)
+        paste(out, w, c, rx, ry, rw, rh, result)
+        out = bytes(out)
+    host.progress(0.97, "Adding the restored layer...")
+    name = layer_name(host.name)
+    host.add_layer(name, out)
+    host.progress(1.0, None)
+    return name

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+"""GIMP 3 plug-in: Filters > Enhance > Restore Old Photo... (host glue only;
+the logic is in oldphoto_common, the protocol in oldphoto_client)."""
+import os
+import sys
+
+import gi
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+# the installer puts oldphoto_common and oldphoto_client next to this file
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import oldphoto_common as common  # noqa: E402  (standard library only)
+
+_FORMATS = {1: "Y' u8", 2: "Y'A u8", 3: "R'G'B' u8", 4: "R'G'B'A u8"}
+
+
+class _Host(common.Host):
+    def __init__(self, image, layer):
+        self.image, self.layer = image, layer
+        self.width, self.height = layer.get_width(), layer.get_height()
+        self.channels = (1 if layer.is_gray() else 3) + (1 if layer.has_alpha() else 0)
+        self.name = layer.get_name()
+        self.offsets = tuple(layer.get_offsets()[-2:])
+
+    def read_pixels(self):
+        rect = Gegl.Rectangle.new(0, 0, self.width, self.height)
+        data = self.layer.get_buffer().get(rect, 1.0, _FORMATS[self.channels], Gegl.AbyssPolicy.NONE)
+        return bytes(data)
+
+    def selection_mask(self):
+        if Gimp.Selection.is_empty(self.image):
+            return None
+        ox, oy = self.offsets
+        # image coordinates; the abyss outside the canvas reads as unselected (0)
+        rect = Gegl.Rectangle.new(ox, oy, self.width, self.height)
+        sel = self.image.get_selection().get_buffer()
+        return bytes(sel.get(rect, 1.0, "Y u8", Gegl.AbyssPolicy.NONE))
+
+    def progress(self, fraction, text=None):
+        if text:
+            Gimp.progress_set_text(text)
+        Gimp.progress_update(fraction)
+
+    def add_layer(self, name, pixels):
+        image, src = self.image, self.layer
+        layer = Gimp.Layer.new(image, name, self.width, self.height, src.type(), 100.0,
+                               Gimp.LayerMode.NORMAL)
+        image.undo_group_start()
+        inserted = False
+        try:
+            image.insert_layer(layer, src.get_parent(), image.get_item_position(src))
+            inserted = True
+            layer.set_offsets(*self.offsets)
+            buf = layer.get_buffer()
+            # bytes go in as they are (a list of ints would cost ~10x the time)
+            buf.set(Gegl.Rectangle.new(0, 0, self.width, self.height), _FORMATS[self.channels],
+                    bytes(pixels))
+            buf.flush()
+            layer.update(0, 0, self.width, self.height)
+        except Exception:
+            if inserted:
+                image.remove_layer(layer)
+            else:
+                layer.delete()
+            raise
+        finally:
+            image.undo_group_end()
+        Gimp.displays_flush()
+
+
+class OldPhotoRestore(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [common.PROCEDURE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types(common.IMAGE_TYPES)
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label(common.MENU_LABEL.replace("...", "\u2026"))
+        proc.add_menu_path(common.MENU_PATH)
+        proc.set_documentation(common.BLURB, common.HELP + " " + common.INDEXED_REASON, name)
+        proc.set_attribution(common.AUTHOR, common.COPYRIGHT, common.DATE)
+        flags = GObject.ParamFlags.READWRITE
+        for opt, typ, default, label, desc in common.OPTIONS:
+            arg = opt.replace("_", "-")
+            if typ is bool:
+                proc.add_boolean_argument(arg, label, desc, default, flags)
+            else:
+                proc.add_string_argument(arg, label, desc, default, flags)
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        interactive = run_mode == Gimp.RunMode.INTERACTIVE
+        try:
+            if len(drawables) != 1 or not drawables[0].is_layer():
+                raise common.PluginError("Pick exactly one layer to restore.", "input")
+            layer = drawables[0]
+            if layer.is_indexed():
+                raise common.PluginError(common.INDEXED_REASON, "input")
+            if layer.is_group():
+                raise common.PluginError("Pick a pixel layer, not a layer group.", "input")
+            if interactive and not self._dialog(procedure, config):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            options = dict((o[0], config.get_property(o[0].replace("_", "-")))
+                           for o in common.OPTIONS)
+            Gimp.progress_init(common.TITLE)
+            common.run(_Host(image, layer), options)
+        except common.PluginError as e:
+            return self._fail(procedure, e.message, e.kind)
+        except Exception as e:   # a bug: still a message, never a silent crash
+            return self._fail(procedure, "Restore Old Photo failed: %s: %s"
+                              % (type(e).__name__, e), "error")
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+    def _dialog(self, procedure, config):
+        gi.require_version("GimpUi", "3.0")
+        from gi.repository import GimpUi
+        GimpUi.init(common.PROCEDURE)
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, common.TITLE)
+        shown = common.dialog_options(config.get_property("server-address") or common.DEFAULT_ADDRESS)
+        dialog.fill([n.replace("_", "-") for n in shown])
+        ok = dialog.run()
+        dialog.destroy()
+        return ok
+
+    def _fail(self, procedure, message, kind):
+        # GIMP shows the returned error to the person (and to a calling script)
+        status = Gimp.PDBStatusType.CANCEL if kind == "cancelled" else Gimp.PDBStatusType.EXECUTION_ERROR
+        err = GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0)
+        return procedure.new_return_values(status, err)
+
+
+if __name__ == "__main__":
+    Gimp.main(OldPhotoRestore.__gtype__, sys.argv)

@@ -1,0 +1,224 @@
+"""End to end in a real GIMP 3.0 (headless, in a Debian trixie chroot): the plug-in
+installed by the installer, called through the PDB non-interactively, against the
+project's real server on the host. Skipped with the reason printed where GIMP 3
+cannot run (no root, no debootstrap, no Debian archive)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gimp3  # noqa: E402
+
+from gimp_plugin import installer  # noqa: E402
+from gimp_plugin.common import oldphoto_common as common  # noqa: E402
+from gimp_plugin.testing.server_process import (ServerProcess, free_port, make_weights,  # noqa: E402
+                                                reference)
+
+pytestmark = [pytest.mark.gimp3, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+
+
+def photo(h, w, c, seed):
+    """A smooth synthetic 'photo' with a bright scratch drawn in; returns (pixels, scratch mask)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([96 + 60 * np.sin(xx / 17 + k) * np.cos(yy / 23 - k) for k in range(3)], -1)
+    base += rng.normal(0, 6, base.shape)
+    scratch = np.zeros((h, w), bool)
+    for x in range(w // 6, w - w // 6):   # a slanted line, 2-3 px wide
+        y = int(h * 0.3 + 0.25 * (x - w // 6))
+        if 0 <= y < h - 2:
+            scratch[y:y + 2 + (x % 2), x] = True
+    base[scratch] = 250
+    rgb = np.clip(base, 0, 255).astype(np.uint8)
+    if c in (1, 2):
+        img = np.rint(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)[..., None]
+    else:
+        img = rgb
+    if c in (2, 4):
+        alpha = np.full((h, w, 1), 255, np.uint8)
+        alpha[: h // 5, : w // 5] = 128
+        img = np.concatenate([img, alpha], -1)
+    return np.ascontiguousarray(img), scratch
+
+
+def feathered(mask, canvas_shape, offset):
+    """The scratch (layer coordinates) as an image-sized selection, grown by 1 px at
+    full strength and feathered by a 1-px ring of 100 (below the server's threshold)."""
+    H, W = canvas_shape
+    ox, oy = offset
+    m = mask.copy()
+    grown = m.copy()
+    grown[1:] |= m[:-1]
+    grown[:-1] |= m[1:]
+    ring = np.zeros_like(m)
+    ring[1:] |= grown[:-1]
+    ring[:-1] |= grown[1:]
+    ring &= ~grown
+    sel = np.zeros((H, W), np.uint8)
+    layer_sel = np.where(grown, 255, np.where(ring, 100, 0)).astype(np.uint8)
+    h, w = mask.shape
+    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
+    sel[ys, xs] = layer_sel[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
+    return sel
+
+
+def layer_mask(sel, layer_shape, offset):
+    """The image-sized selection seen in layer coordinates (0 outside the canvas)."""
+    h, w = layer_shape
+    ox, oy = offset
+    H, W = sel.shape
+    out = np.zeros((h, w), np.uint8)
+    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
+    out[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = sel[ys, xs]
+    return out
+
+
+@pytest.fixture(scope="module")
+def gimp_ready():
+    reason = gimp3.unavailable_reason()
+    if reason:
+        print(f"\n[gimp3] SKIPPED: {reason}")
+        pytest.skip(f"real GIMP 3 unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("server.cli", reason="the server package is not importable")
+    weights = make_weights(tmp_path_factory.mktemp("weights") / "tiny.pt")
+    srv = ServerProcess(weights).start()   # a server that cannot start is a failure, not a skip
+    yield srv
+    srv.stop()
+
+
+def run_cases(share: Path, cases: list[dict], env: dict | None = None) -> list[dict]:
+    (share / "spec.json").write_text(json.dumps({"cases": cases}))
+    t = time.time()
+    r = gimp3.run_batch(share, (HERE / "batch_restore.py").read_text(), timeout=240, env=env)
+    print(f"[gimp3] {len(cases)} case(s) in {time.time() - t:.1f} s")
+    assert r.returncode == 0, f"GIMP batch failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    # GIMP says so when a plug-in returns with an undo group still open
+    assert "inconsistent state" not in r.stderr, r.stderr[-3000:]
+    outs = []
+    for i in range(len(cases)):
+        p = share / f"out_{i}.json"
+        assert p.is_file(), f"case {i} wrote nothing:\n{r.stderr[-3000:]}"
+        out = json.loads(p.read_text())
+        assert "batch_error" not in out, out["batch_error"]
+        outs.append(out)
+    return outs
+
+
+def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
+    share = tmp_path
+    written = installer.install("3", gimp3.plugin_dir(share))
+    assert written[0].name == "oldphoto_restore.py" and written[0].stat().st_mode & 0o111
+    dead = f"tcp://127.0.0.1:{free_port()}"
+
+    cases, expect = [], []
+    # 0: a PNG photo with a drawn-in scratch, feathered selection, only the selection changes
+    W, H = 160, 120
+    img0, scr0 = photo(H, W, 3, 0)
+    Image.fromarray(img0).save(share / "photo_0.png")
+    sel0 = feathered(scr0, (H, W), (0, 0))
+    cases.append(dict(png="photo_0.png", channels=3, canvas=[W, H], selection=True,
+                      args={"server-address": server.address}))
+    expect.append(("restrict", img0, sel0, sel0))
+    # 1: RGBA layer larger than the canvas, offset up-left; restore the whole layer with the mask
+    lw, lh, off = 150, 110, (-20, -12)
+    img1, scr1 = photo(lh, lw, 4, 1)
+    sel1 = feathered(scr1, (96, 128), off)
+    cases.append(dict(channels=4, canvas=[128, 96], layer_size=[lw, lh], offsets=list(off), selection=True,
+                      args={"server-address": server.address, "restrict-to-selection": False}))
+    expect.append(("full", img1, layer_mask(sel1, (lh, lw), off), sel1))
+    # 2: gray layer smaller than the canvas, no selection: the whole layer, no mask
+    img2, _ = photo(64, 90, 1, 2)
+    cases.append(dict(channels=1, canvas=[128, 96], layer_size=[90, 64], offsets=[17, 9], selection=False,
+                      args={"server-address": server.address}))
+    expect.append(("full", img2, None, None))
+    # 3: gray+alpha, offset into the canvas, selection partly outside the layer
+    img3, scr3 = photo(70, 100, 2, 3)
+    sel3 = feathered(scr3, (96, 128), (40, 30))
+    cases.append(dict(channels=2, canvas=[128, 96], layer_size=[100, 70], offsets=[40, 30], selection=True,
+                      args={"server-address": server.address}))
+    expect.append(("restrict", img3, layer_mask(sel3, (70, 100), (40, 30)), sel3))
+    # 4: no server: an error status whose message says how to start it; nothing made
+    cases.append(dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=False,
+                      args={"server-address": dead}))
+    img4, _ = photo(48, 64, 3, 4)
+    expect.append(("absent", img4, None, None))
+    # 5: an indexed image: the procedure refuses it (the menu entry is greyed out)
+    cases.append(dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=False,
+                      indexed=True, args={"server-address": server.address}))
+    expect.append(("indexed", img4, None, None))
+
+    for i, ((_, img, _m, sel), case) in enumerate(zip(expect, cases)):
+        case["procedure"] = common.PROCEDURE
+        if not case.get("png"):
+            (share / f"photo_{i}.raw").write_bytes(img.tobytes())
+        if sel is not None:
+            (share / f"selection_{i}.raw").write_bytes(sel.tobytes())
+
+    outs = run_cases(share, cases)
+    for i, (out, (kind, img, mask, sel)) in enumerate(zip(outs, expect)):
+        assert out["registered"], "the plug-in did not register in GIMP 3"
+        assert out["menu_paths"] == ["<Image>/Filters/Enhance"]
+        if sel is not None:
+            back = np.frombuffer((share / f"selection_readback_{i}.raw").read_bytes(), np.uint8)
+            assert np.array_equal(back.reshape(sel.shape), sel), f"case {i}: test set-up: selection differs"
+        if kind in ("absent", "indexed"):
+            assert out["status"] != "success", out
+            assert "new" not in out and out["n_layers_before"] == len(out["layer_names"]), out
+            assert out["original_unchanged"] and not out["dirty"], out
+            if kind == "absent":
+                assert out["status"] == "execution-error", out
+                assert "python -m server" in out["error"] and dead in out["error"], out["error"]
+                assert out["seconds"] < 3.0, f"no-server message took {out['seconds']:.1f} s"
+            continue
+        assert out["status"] == "success", f"case {i}: {out}"
+        assert out["original_unchanged"], f"case {i}: the original layer changed"
+        new = out["new"]
+        assert new["name"].endswith("(restored)")
+        assert new["position"] + 1 == new["active_position"], "the new layer is not right above the original"
+        assert new["offsets"] == out["original_offsets"] and new["size"] == out["original_size"]
+        assert len(out["layer_names"]) == out["n_layers_before"] + 1
+        h, w = img.shape[:2]
+        got = np.frombuffer((share / f"new_{i}.raw").read_bytes(), np.uint8).reshape(img.shape)
+        if kind == "restrict":
+            from server.client import crop_plan
+            ys, xs = np.nonzero(mask)
+            region = crop_plan(w, h, (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+            want = reference(server.weights, img, mask, True, region)
+            assert np.array_equal(got[mask == 0], img[mask == 0]), f"case {i}: pixels outside the selection changed"
+        else:
+            want = reference(server.weights, img, mask)
+        assert np.array_equal(got, want), (
+            f"case {i}: new layer differs from the server's result at {int((got != want).sum())} values")
+        assert not np.array_equal(got, img), f"case {i}: nothing was restored"
+
+
+def test_missing_pyzmq_in_real_gimp3(gimp_ready, tmp_path):
+    """GIMP's Python without pyzmq: the menu entry still registers, and running it
+    says which Python lacks it and what to run."""
+    share = tmp_path
+    installer.install("3", gimp3.plugin_dir(share))
+    (share / "nozmq").mkdir()
+    (share / "nozmq" / "zmq.py").write_text("raise ImportError('No module named zmq (hidden by the test)')\n")
+    img, _ = photo(32, 48, 3, 5)
+    (share / "photo_0.raw").write_bytes(img.tobytes())
+    case = dict(channels=3, canvas=[48, 32], layer_size=[48, 32], offsets=[0, 0], selection=False,
+                procedure=common.PROCEDURE, args={"server-address": "tcp://127.0.0.1:5587"})
+    out, = run_cases(share, [case], env={"PYTHONPATH": gimp3.INSIDE + "/nozmq"})
+    assert out["registered"] and out["menu_paths"] == ["<Image>/Filters/Enhance"]
+    assert out["status"] == "execution-error", out
+    assert "/usr/bin/python3" in out["error"] and "-m pip install pyzmq msgpack" in out["error"], out["error"]
+    assert "No module named zmq" in out["error"]
+    assert "new" not in out and out["original_unchanged"] and not out["dirty"]

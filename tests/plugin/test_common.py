@@ -1,0 +1,145 @@
+"""The shared plug-in logic (gimp_plugin/common/oldphoto_common.py) on its own."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gimp_plugin.common import oldphoto_common as common
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_address_matches_client():
+    from server import client
+    assert common.DEFAULT_ADDRESS == client.DEFAULT_ADDRESS
+    assert common.DEFAULTS["server_address"] == client.DEFAULT_ADDRESS
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 4])
+def test_crop_and_paste_match_numpy(c):
+    rng = np.random.default_rng(c)
+    a = rng.integers(0, 255, (13, 17, c), dtype=np.uint8)
+    got = common.crop(a.tobytes(), 17, c, 3, 4, 9, 6)
+    assert got == a[4:10, 3:12].tobytes()
+    dst = bytearray(a.tobytes())
+    block = rng.integers(0, 255, (6, 9, c), dtype=np.uint8)
+    common.paste(dst, 17, c, 3, 4, 9, 6, block.tobytes())
+    b = a.copy()
+    b[4:10, 3:12] = block
+    assert bytes(dst) == b.tobytes()
+
+
+def test_mask_bbox():
+    m = np.zeros((20, 30), np.uint8)
+    assert common.mask_bbox(m.tobytes(), 30, 20) is None
+    m[5, 7] = 1
+    m[11, 21] = 200
+    assert common.mask_bbox(m.tobytes(), 30, 20) == (7, 5, 15, 7)
+
+
+def test_options_defaults_and_types():
+    o = common.options_from({"use_selection": 0, "server_address": "  ", "restrict_to_selection": None})
+    assert o == dict(common.DEFAULTS, use_selection=False)
+    assert common.options_from({"server_address": "ipc:///tmp/x"})["server_address"] == "ipc:///tmp/x"
+
+
+class _Host(common.Host):
+    def __init__(self, w, h, c, pixels, mask):
+        self.width, self.height, self.channels, self.name = w, h, c, "p"
+        self._p, self._m = pixels, mask
+
+    def read_pixels(self):
+        return self._p
+
+    def selection_mask(self):
+        return self._m
+
+
+def test_request_planning():
+    from server.client import crop_plan
+    w, h = 400, 300
+    m = np.zeros((h, w), np.uint8)
+    m[200:204, 300:320] = 255
+    host = _Host(w, h, 3, bytes(w * h * 3), m.tobytes())
+    _, mask, region, opts = common.request_for(host, {}, crop_plan)
+    assert opts == {"restrict_to_mask": True} and mask == m.tobytes()
+    assert region == crop_plan(w, h, (300, 200, 20, 4)) and region != (0, 0, w, h)
+    _, mask, region, opts = common.request_for(host, {"restrict_to_selection": False}, crop_plan)
+    assert region == (0, 0, w, h) and opts == {} and mask is not None
+    _, mask, region, opts = common.request_for(host, {"use_selection": False}, crop_plan)
+    assert mask is None and region == (0, 0, w, h) and opts == {}
+    outside = _Host(w, h, 3, bytes(w * h * 3), bytes(w * h))
+    with pytest.raises(common.PluginError):
+        common.request_for(outside, {}, crop_plan)
+    nosel = _Host(w, h, 3, bytes(w * h * 3), None)
+    assert common.request_for(nosel, {"detect_scratches": True}, crop_plan)[3] == {"detect_scratches": True}
+    with pytest.raises(common.PluginError):
+        common.request_for(_Host(w, h, 3, bytes(5), None), {}, crop_plan)
+
+
+def test_detection_option():
+    assert common.detection_option({"options": {"mask_threshold": {}, "restrict_to_mask": {}}}) is None
+    assert common.detection_option({"options": {"auto_mask": {}}}) == "auto_mask"
+    assert common.detection_option(None) is None
+
+
+def test_missing_client_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "oldphoto_client", None)
+    with pytest.raises(common.PluginError) as e:
+        common.import_client()
+    assert e.value.kind == "missing-modules"
+    assert sys.executable in e.value.message and "-m pip install pyzmq msgpack" in e.value.message
+
+
+def test_error_mapping():
+    from server import client as cm
+    addr = "tcp://127.0.0.1:9"
+    e = common.describe_error(cm.ServerUnavailable(addr), cm, addr)
+    assert e.kind == "unavailable" and addr in e.message and "python -m server" in e.message
+    e = common.describe_error(cm.ServerError("too_large", "image too big"), cm, addr)
+    assert e.kind == "error" and "image too big" in e.message
+    assert common.describe_error(cm.Cancelled(), cm, addr).kind == "cancelled"
+    assert "ValueError" in common.describe_error(ValueError("x"), cm, addr).message
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    top, inner = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            (top if node in tree.body else inner).update(n.split(".")[0] for n in names)
+    return top, inner
+
+
+def test_plugins_import_third_party_only_inside_run():
+    """A failing import at start-up removes the menu entry: only the standard library,
+    the host's own modules and oldphoto_common at module level."""
+    allowed = set(sys.stdlib_module_names) | {"gi", "gimpfu", "oldphoto_common", "__future__"}
+    for p in (ROOT / "gimp_plugin/gimp3/oldphoto_restore/oldphoto_restore.py",
+              ROOT / "gimp_plugin/gimp2/oldphoto_restore.py",
+              ROOT / "gimp_plugin/common/oldphoto_common.py"):
+        top, _ = _imports(p)
+        assert top <= allowed, f"{p.name} imports {top - allowed} at module level"
+
+
+def test_gimp_plugin_never_imports_torch():
+    for p in (ROOT / "gimp_plugin").rglob("*.py"):
+        if "testing" in p.parts:
+            continue   # test support computes reference results with the model
+        top, inner = _imports(p)
+        assert not ({"torch", "oldphoto_model"} & (top | inner)), p
+
+
+def test_gimp3_plugin_is_thin():
+    """Host glue only: no protocol or planning logic duplicated from the common module."""
+    src = (ROOT / "gimp_plugin/gimp3/oldphoto_restore/oldphoto_restore.py").read_text()
+    for word in ("crop_plan", "restrict_to_mask", "Client(", "zmq", "msgpack"):
+        assert word not in src
+    src2 = (ROOT / "gimp_plugin/gimp2/oldphoto_restore.py").read_text()
+    for word in ("crop_plan", "restrict_to_mask", "Client(", "zmq", "msgpack"):
+        assert word not in src2

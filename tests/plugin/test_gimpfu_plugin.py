@@ -1,0 +1,373 @@
+"""The GIMP 2.10 plug-in's real code (installed by the installer) on the gimpfu stub,
+against a real server: the scenarios of the GIMP 3 end-to-end test, plus the ones
+only a stub can stage (server errors, missing modules, cancel, undo)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from gimp_plugin.testing.server_process import ServerProcess, free_port, reference
+from server.client import crop_plan
+
+PROC = "python_fu_oldphoto_restore"
+
+
+def photo(h, w, c, seed):
+    rng = np.random.default_rng(seed)
+    img = rng.integers(30, 220, (h, w, c), dtype=np.uint8)
+    scratch = np.zeros((h, w), bool)
+    scratch[h // 2:h // 2 + 2, w // 6:w - w // 6] = True
+    img[scratch] = 250
+    if c in (2, 4):
+        img[..., -1] = 255
+        img[: h // 4, : w // 4, -1] = 90
+    return img, scratch
+
+
+def make_image(g, canvas, layer_size, c, offsets, pixels, selection=None, above_bg=True):
+    gimp = g.gimp
+    W, H = canvas
+    base = gimp.GRAY if c <= 2 else gimp.RGB
+    image = gimp.Image(W, H, base)
+    if above_bg:
+        bg = gimp.Layer(image, "background", W, H, gimp.GRAY_IMAGE if c <= 2 else gimp.RGB_IMAGE)
+        image.insert_layer(bg)
+    types = {1: gimp.GRAY_IMAGE, 2: gimp.GRAYA_IMAGE, 3: gimp.RGB_IMAGE, 4: gimp.RGBA_IMAGE}
+    lw, lh = layer_size
+    layer = gimp.Layer(image, "photo", lw, lh, types[c])
+    image.insert_layer(layer)
+    layer.set_offsets(*offsets)
+    layer.get_pixel_rgn(0, 0, lw, lh, True, False)[0:lw, 0:lh] = pixels.tobytes()
+    if selection is not None:
+        image.selection.get_pixel_rgn(0, 0, W, H, True, False)[0:W, 0:H] = selection.tobytes()
+    image.undo_stack.clear()
+    image.clean_all()
+    return image, layer
+
+
+def selection_for(scratch, canvas, offset, feather=True):
+    """Image-sized selection of the (layer-coordinate) scratch: 255 on it, a ring of
+    100 around it when feathered (below the server's threshold 128)."""
+    W, H = canvas
+    h, w = scratch.shape
+    grown = scratch.copy()
+    grown[1:] |= scratch[:-1]
+    ring = np.zeros_like(scratch)
+    ring[1:] |= grown[:-1]
+    ring[:-1] |= grown[1:]
+    ring &= ~grown
+    lay = np.where(grown, 255, np.where(ring, 100 if feather else 0, 0)).astype(np.uint8)
+    sel = np.zeros((H, W), np.uint8)
+    ox, oy = offset
+    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
+    sel[ys, xs] = lay[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
+    return sel
+
+
+def in_layer(sel, layer_shape, offset):
+    h, w = layer_shape
+    ox, oy = offset
+    H, W = sel.shape
+    out = np.zeros((h, w), np.uint8)
+    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
+    out[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = sel[ys, xs]
+    return out
+
+
+def bbox(mask):
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+
+
+def check_success(g, image, layer, before_layers, original, want):
+    new = image.layers[0]
+    assert [l for l in image.layers if l is not new] == before_layers
+    assert new.name == "photo (restored)"
+    assert image.layers.index(new) == image.layers.index(layer) - 1       # right above it
+    assert new.offsets == layer.offsets and (new.width, new.height) == (layer.width, layer.height)
+    assert new.type == layer.type
+    assert layer.pixels() == original, "the original layer was written"
+    got = np.frombuffer(new.pixels(), np.uint8).reshape(want.shape)
+    assert np.array_equal(got, want), f"{int((got != want).sum())} values differ from the server's result"
+    # one undo step, a group; undoing it gives back the image as it was
+    assert len(image.undo_stack) == 1 and image.undo_stack[0].label == "group"
+    assert not g.gimp.log.warnings, g.gimp.log.warnings
+    image.undo()
+    assert image.layers == before_layers and layer.pixels() == original
+    # progress followed the server: started, rose, finished
+    updates = [v for k, v in g.gimp.log.progress if k == "update"]
+    assert updates and updates[-1] == 1.0 and updates == sorted(updates)
+    assert any(k == "text" and "Restoring" in (t or "") for k, t in g.gimp.log.progress)
+    assert not g.gimp.log.messages
+
+
+def test_registration(gimp2):
+    procs = gimp2.gimpfu.procedures()
+    assert list(procs) == ["python-fu-oldphoto-restore"]
+    p = procs["python-fu-oldphoto-restore"]
+    assert p["menu"] == "<Image>/Filters/Enhance" and p["label"].startswith("Restore Old Photo")
+    assert [x[1] for x in p["params"]] == ["image", "drawable", "use_selection", "restrict_to_selection",
+                                           "detect_scratches", "server_address"]
+    assert gimp2.gimpfu.state["main_called"]
+    assert "INDEXED" not in p["imagetypes"]
+
+
+def test_rgb_feathered_selection_only_selection_changes(gimp2, server):
+    img, scratch = photo(90, 140, 3, 0)
+    sel = selection_for(scratch, (140, 90), (0, 0))
+    image, layer = make_image(gimp2, (140, 90), (140, 90), 3, (0, 0), img, sel)
+    before, original = list(image.layers), layer.pixels()
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    want = reference(server.weights, img, sel, True, crop_plan(140, 90, bbox(sel)))
+    check_success(gimp2, image, layer, before, original, want)
+
+
+def test_rgba_layer_larger_than_canvas_whole_layer(gimp2, server):
+    img, scratch = photo(110, 150, 4, 1)
+    off = (-20, -12)
+    sel = selection_for(scratch, (128, 96), off)
+    image, layer = make_image(gimp2, (128, 96), (150, 110), 4, off, img, sel)
+    before, original = list(image.layers), layer.pixels()
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, False, False, server.address)
+    want = reference(server.weights, img, in_layer(sel, (110, 150), off))
+    check_success(gimp2, image, layer, before, original, want)
+
+
+def test_gray_layer_smaller_than_canvas_no_selection(gimp2, server):
+    img, _ = photo(64, 90, 1, 2)
+    image, layer = make_image(gimp2, (128, 96), (90, 64), 1, (17, 9), img)
+    before, original = list(image.layers), layer.pixels()
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    check_success(gimp2, image, layer, before, original, reference(server.weights, img[..., 0]).reshape(img.shape))
+
+
+def test_gray_alpha_selection_partly_outside_layer(gimp2, server):
+    img, scratch = photo(70, 100, 2, 3)
+    off = (40, 30)
+    sel = selection_for(scratch, (128, 96), off)
+    sel[5:20, 5:30] = 255          # selected, but outside the layer: ignored
+    image, layer = make_image(gimp2, (128, 96), (100, 70), 2, off, img, sel)
+    before, original = list(image.layers), layer.pixels()
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    m = in_layer(sel, (70, 100), off)
+    want = reference(server.weights, img, m, True, crop_plan(100, 70, bbox(m)))
+    check_success(gimp2, image, layer, before, original, want)
+
+
+def test_selection_ignored_when_not_used(gimp2, server):
+    img, scratch = photo(48, 64, 3, 4)
+    sel = selection_for(scratch, (64, 48), (0, 0))
+    image, layer = make_image(gimp2, (64, 48), (64, 48), 3, (0, 0), img, sel)
+    before, original = list(image.layers), layer.pixels()
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, True, False, server.address)
+    check_success(gimp2, image, layer, before, original, reference(server.weights, img))
+
+
+def assert_untouched(g, image, layer, before, original):
+    assert image.layers == before and layer.pixels() == original
+    assert image.undo_stack == [] and image.dirty == 0
+    assert not g.gimp.log.warnings, g.gimp.log.warnings
+
+
+def test_server_absent_message_within_two_seconds(gimp2):
+    img, _ = photo(32, 48, 3, 5)
+    image, layer = make_image(gimp2, (48, 32), (48, 32), 3, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    t = time.monotonic()
+    with pytest.raises(gimp2.gimp.error) as e:
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, dead)
+    assert time.monotonic() - t < 2.5
+    assert "python -m server" in str(e.value) and dead in str(e.value)
+    assert not gimp2.gimp.log.messages     # a script gets the error status, no message box
+    assert_untouched(gimp2, image, layer, before, original)
+
+
+def test_interactive_failure_is_a_message_not_a_traceback(gimp2):
+    """From the menu (gimpfu's dialog) an error is one message box; gimpfu would add a
+    traceback dialog for an exception."""
+    gf = gimp2.gimpfu
+    img, _ = photo(32, 48, 3, 12)
+    image, layer = make_image(gimp2, (48, 32), (48, 32), 3, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(gimp2.gimp.error):
+        getattr(gf.pdb, PROC)(image, layer, True, True, False, dead)   # remembers the address
+    gimp2.gimp.log.reset()
+    status, err = gf.run_procedure("python-fu-oldphoto-restore", gf.RUN_INTERACTIVE, image, layer)
+    assert status == gf.PDB_SUCCESS and err == ""
+    assert len(gimp2.gimp.log.messages) == 1 and dead in gimp2.gimp.log.messages[0]
+    assert_untouched(gimp2, image, layer, before, original)
+
+
+def test_server_error_shown_nothing_half_made(gimp2, weights):
+    pytest.importorskip("server.cli")
+    # a server whose size limit the photo exceeds: it answers with a typed error
+    srv = ServerProcess(weights, extra_args=["--max-pixels", "1000"]).start()
+    try:
+        img, _ = photo(40, 60, 3, 6)
+        image, layer = make_image(gimp2, (60, 40), (60, 40), 3, (0, 0), img)
+        before, original = list(image.layers), layer.pixels()
+        with pytest.raises(gimp2.gimp.error) as e:
+            getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address)
+        # the server's own message, shown to the person
+        assert "server reported an error" in str(e.value) and "exceeds the server's limits" in str(e.value)
+        status, _ = gimp2.gimpfu.run_procedure("python-fu-oldphoto-restore", gimp2.gimpfu.RUN_INTERACTIVE,
+                                               image, layer)
+        assert "exceeds the server's limits" in gimp2.gimp.log.messages[-1]
+        assert_untouched(gimp2, image, layer, before, original)
+        assert srv.alive()
+    finally:
+        srv.stop()
+
+
+def test_failure_while_adding_layer_leaves_nothing(gimp2, server, monkeypatch):
+    img, _ = photo(32, 48, 3, 7)
+    image, layer = make_image(gimp2, (48, 32), (48, 32), 3, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+
+    def broken(self):
+        raise gimp2.gimp.error("disk full")
+    monkeypatch.setattr(gimp2.gimp.Drawable, "merge_shadow", lambda self, undo=True: broken(self))
+    with pytest.raises(gimp2.gimp.error):
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    assert image.layers == before and layer.pixels() == original
+    # the group holds the insertion and its removal: consistent, and undoing it is a no-op
+    assert not gimp2.gimp.log.warnings
+    while image.undo_stack:
+        image.undo()
+    assert image.layers == before
+
+
+def test_indexed_is_refused(gimp2, server):
+    g = gimp2.gimp
+    image = g.Image(32, 24, g.INDEXED)
+    layer = g.Layer(image, "photo", 32, 24, g.INDEXED_IMAGE)
+    image.insert_layer(layer)
+    # the menu entry is greyed out (image types), and a direct call explains why
+    status, _ = gimp2.gimpfu.run_procedure("python-fu-oldphoto-restore", gimp2.gimpfu.RUN_INTERACTIVE, image, layer)
+    assert status == gimp2.gimpfu.PDB_CALLING_ERROR
+    with pytest.raises(RuntimeError) as e:
+        gimp2.plugin.restore_old_photo(image, layer, True, True, False, server.address)
+    assert "indexed" in str(e.value).lower() and "Image > Mode" in str(e.value)
+    assert image.layers == [layer]
+
+
+def test_high_bit_depth_is_refused_with_reason(gimp2, server):
+    img, _ = photo(24, 32, 3, 13)
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    layer.bpp = 6      # a 16-bit RGB layer: its pixel regions hold 2 bytes per channel
+    with pytest.raises(gimp2.gimp.error) as e:
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    assert "8 bit integer" in str(e.value) and len(image.layers) == 2
+
+
+def test_missing_pyzmq_names_python_and_command(gimp2, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zmq", None)      # import zmq -> ImportError
+    monkeypatch.delitem(sys.modules, "oldphoto_client", raising=False)
+    img, _ = photo(24, 32, 3, 8)
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    with pytest.raises(gimp2.gimp.error) as e:
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, "tcp://127.0.0.1:1")
+    msg = str(e.value)
+    assert sys.executable in msg and "-m pip install pyzmq msgpack" in msg
+    assert len(image.layers) == 2
+
+
+def test_plugin_registers_without_pyzmq(tmp_path):
+    """The menu entry must survive a GIMP Python without pyzmq/msgpack: import the plug-in
+    with both blocked, in a fresh interpreter."""
+    from gimp_plugin import installer
+    STUB_DIR = installer.HERE / "testing" / "gimpfu_stub"
+    dest = tmp_path / "p"
+    installer.install("2.10", dest)
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules['zmq'] = None; sys.modules['msgpack'] = None
+        sys.path[:0] = [{str(STUB_DIR)!r}, {str(dest)!r}]
+        import gimpfu, oldphoto_restore
+        print(sorted(gimpfu.procedures()))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "python-fu-oldphoto-restore" in r.stdout
+
+
+def test_last_values_remembered(gimp2, server):
+    gf = gimp2.gimpfu
+    img, _ = photo(24, 32, 3, 9)
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    getattr(gf.pdb, PROC)(image, layer, False, False, False, server.address)
+    status, err = gf.run_procedure("python-fu-oldphoto-restore", gf.RUN_WITH_LAST_VALS, image, layer)
+    assert status == gf.PDB_SUCCESS, err          # used the remembered address, not the default
+    assert len(image.layers) == 4
+
+
+def test_should_cancel_cancels_and_leaves_nothing(gimp2, server):
+    img, scratch = photo(96, 128, 3, 10)
+    image, layer = make_image(gimp2, (128, 96), (128, 96), 3, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+    host = gimp2.plugin._Host(image, layer)
+    calls = []
+    host.should_cancel = lambda: calls.append(1) or len(calls) > 1
+    with pytest.raises(gimp2.common.PluginError) as e:
+        gimp2.common.run(host, {"server_address": server.address})
+    assert e.value.kind == "cancelled"
+    assert_untouched(gimp2, image, layer, before, original)
+
+
+def test_gimp_killing_the_plugin_mid_restore(tmp_path, server):
+    """GIMP's Cancel kills the plug-in process: the server survives and serves the next one."""
+    from gimp_plugin import installer
+    STUB_DIR = installer.HERE / "testing" / "gimpfu_stub"
+    dest = tmp_path / "p"
+    installer.install("2.10", dest)
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path[:0] = [{str(STUB_DIR)!r}, {str(dest)!r}]
+        import gimp, gimpfu, oldphoto_restore
+        image = gimp.Image(1024, 768, gimp.RGB)
+        layer = gimp.Layer(image, 'photo', 1024, 768, gimp.RGB_IMAGE)
+        image.insert_layer(layer)
+        layer.get_pixel_rgn(0, 0, 1024, 768, True, False)[0:1024, 0:768] = np.random.default_rng(0).integers(0, 255, 1024 * 768 * 3, dtype=np.uint8).tobytes()
+        orig = gimp.progress_update
+        def update(f):
+            orig(f); print('progress', f, flush=True)
+        gimp.progress_update = update
+        gimpfu.pdb.python_fu_oldphoto_restore(image, layer, True, True, False, {server.address!r})
+        print('finished', flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    saw = []
+    for line in p.stdout:
+        saw.append(line)
+        if line.startswith("progress") and float(line.split()[1]) > 0.05:
+            p.kill()                     # what GIMP does on Cancel
+            break
+    p.wait(30)
+    assert p.returncode != 0 and not any("finished" in s for s in saw), saw
+    from server.client import Client
+    c = Client(server.address)
+    try:
+        c.ping(timeout=5.0)
+        out, _ = c.restore(bytes(16 * 16 * 3), 16, 16, 3)
+        assert len(out) == 16 * 16 * 3
+    finally:
+        c.close()
+    assert server.alive()
+
+
+def test_detect_scratches_only_when_server_offers(gimp2, server):
+    """This server has no scratch detection: the option is dropped, not sent (the server
+    would refuse an unknown option), and the dialog would not offer it."""
+    img, _ = photo(24, 32, 3, 11)
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, server.address)
+    assert np.array_equal(np.frombuffer(image.layers[0].pixels(), np.uint8).reshape(img.shape),
+                          reference(server.weights, img))
+    assert "detect_scratches" not in gimp2.common.dialog_options(server.address)
