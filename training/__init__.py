@@ -1,0 +1,1 @@
+"""Training package for the old-photo restoration model: ``python -m training --help``."""

@@ -1,0 +1,342 @@
+"""Every number of the training package: typed dataclasses, presets, and CLI flags
+generated from them.
+
+A run's configuration is ``preset`` + ``--section.field value`` overrides. The
+resolved config is written as JSON next to each stage's checkpoints, so any run can
+be read back or repeated (``--config run/config.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from oldphoto_model.config import MappingConfig, ModelConfig, VAEConfig
+
+
+def default_cache_dir() -> str:
+    """``$OLDPHOTO_CACHE`` or ``~/.cache/oldphoto``: downloads, photos, crops (never in git)."""
+    return os.environ.get("OLDPHOTO_CACHE") or str(Path.home() / ".cache" / "oldphoto")
+
+
+@dataclass
+class DataConfig:
+    """Where photos come from and how training crops are cut."""
+
+    cache_dir: str = field(default_factory=default_cache_dir)
+    clean_dirs: list[str] = field(default_factory=list)   # extra folders of clean photos (domain Y)
+    real_dirs: list[str] = field(default_factory=list)    # real old photos (domain R)
+    eval_dir: str = ""             # folder of evaluation photos; "" = <cache>/eval
+    synthetic: bool = False        # procedural images instead of photos (tests only)
+    synthetic_count: int = 24
+    crop: int = 256
+    short_side_min: int = 512      # photos are shrunk to a random short side first:
+    short_side_max: int = 1080     # native-size wallpaper tiles are often pure bokeh
+    crops_per_photo: int = 40
+    flat_std_min: float = 0.045    # crops whose luma std (0..1) is below are dropped
+    gray_prob: float = 0.35        # most old photos are monochrome
+    sepia_prob: float = 0.15
+    flip_prob: float = 0.5
+    num_workers: int = 4           # a 256^2 sample takes ~0.1-0.2 s of CPU to synthesise
+    sources: list[str] = field(default_factory=lambda: ["debian", "pypi"])
+
+
+@dataclass
+class DegradeConfig:
+    """Synthetic degradation (DESIGN.md §2 ranges; each basic op with probability p)."""
+
+    p: float = 0.7
+    blur_kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
+    blur_sigma: list[float] = field(default_factory=lambda: [1.0, 5.0])
+    noise_sigma: list[float] = field(default_factory=lambda: [5.0, 50.0])   # /255
+    salt_pepper_max: float = 0.01
+    resample_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    jpeg_quality: list[int] = field(default_factory=lambda: [40, 100])
+    # ageing effects the paper blends in and the released code omits
+    p_fade: float = 0.35
+    p_exposure: float = 0.3
+    p_grain: float = 0.35
+    p_paper: float = 0.3
+    p_halftone: float = 0.08
+    # structured defects (the mapping stage's scratch training)
+    p_defects: float = 0.6         # share of samples that get structured defects at all
+    max_defects: int = 5
+    defect_kinds: list[str] = field(default_factory=lambda: [
+        "stamp", "curve", "dust", "crack", "hole"])
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (DESIGN.md §2) and the perceptual-loss choice."""
+
+    rec_l1: float = 10.0           # VAE reconstruction (alpha of the paper)
+    kl: float = 1.0                # reduced VAE: mean(h^2)
+    latent_gan: float = 1.0        # VAE_A domain alignment (LSGAN on the latent)
+    image_gan: float = 1.0         # multi-scale PatchGAN LSGAN on images
+    feat_match: float = 10.0
+    perceptual: float = 10.0
+    latent_l1: float = 60.0        # mapping: ||T(z_x) - z_y||_1
+    vgg_weights: str = ""          # torchvision vgg19 state-dict file; "" = none
+    # without a VGG19 file: "off" | "encoder_b" (features of the frozen clean-domain
+    # encoder) | "random_vgg"; docs/TRAINING.md has the measurement behind the default
+    perceptual_fallback: str = "off"
+    vgg_layer_weights: list[float] = field(default_factory=lambda: [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0])
+
+
+@dataclass
+class DiscConfig:
+    """PatchGAN and latent discriminators."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    num_d: int = 2
+    latent_ndf: int = 64
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4               # VAEs, generator and discriminators
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_mapping_g: float = 1e-4     # TTUR of the mapping stage
+    lr_mapping_d: float = 4e-4
+    decay_start: float = 0.5       # linear decay to zero over the last half of the steps
+    grad_clip: float = 0.0         # 0 = off
+
+
+@dataclass
+class StageConfig:
+    """Length and bookkeeping of one training stage."""
+
+    steps: int = 100_000
+    batch_size: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings shared by the three stages."""
+
+    run_dir: str = "runs/default"
+    seed: int = 1234
+    device: str = "auto"           # auto | cpu | cuda
+    amp: str = "auto"              # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"    # auto (on CUDA) | on | off
+    log_every: int = 50
+    ckpt_every: int = 2000
+    sample_every: int = 2000
+    progress: bool = True
+    threads: int = 0               # torch CPU threads; 0 = PyTorch's choice
+    backend: str = "auto"          # DDP: auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+    attention_backend: str = "auto"
+    dump_rank_weights: bool = False  # each rank writes rank<r>.pt at the end (DDP consistency tests)
+
+
+@dataclass
+class EvalConfig:
+    seed: int = 2020
+    max_side: int = 512
+    photos: int = 0                # 0 = all
+    telea_radius: int = 5
+
+
+@dataclass
+class Config:
+    """The whole training configuration."""
+
+    preset: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    disc: DiscConfig = field(default_factory=DiscConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    vae_a: StageConfig = field(default_factory=StageConfig)
+    vae_b: StageConfig = field(default_factory=StageConfig)
+    mapping: StageConfig = field(default_factory=lambda: StageConfig(steps=150_000, batch_size=4))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- presets
+
+def _default() -> Config:
+    return Config(preset="default")
+
+
+def _small() -> Config:
+    """A CPU-sized model and schedule: narrower mapping, fewer steps (hours, not days)."""
+    c = Config(preset="small")
+    c.model = ModelConfig(vae=VAEConfig(channels=32), mapping=MappingConfig(latent_channels=32, width=128,
+                                                                             n_res_local=3, n_res_global=2))
+    c.disc = DiscConfig(ndf=32, latent_ndf=32)
+    c.data.crop = 128
+    c.data.num_workers = 2
+    c.vae_a = StageConfig(steps=3000, batch_size=8)
+    c.vae_b = StageConfig(steps=3000, batch_size=8)
+    c.mapping = StageConfig(steps=4000, batch_size=8)
+    c.train.run_dir = "runs/small"
+    c.train.ckpt_every = 500
+    c.train.sample_every = 500
+    return c
+
+
+def _smoke() -> Config:
+    """Tiny everything, procedural images: for tests; runs each stage in seconds on a CPU."""
+    c = Config(preset="smoke")
+    c.model = ModelConfig(vae=VAEConfig(channels=8, n_res_blocks=1),
+                          mapping=MappingConfig(latent_channels=8, width=16, n_res_local=1, n_res_global=1))
+    c.disc = DiscConfig(ndf=8, n_layers=2, num_d=2, latent_ndf=8)
+    c.data.synthetic = True
+    c.data.synthetic_count = 6
+    c.data.crop = 32
+    c.data.short_side_min = 40
+    c.data.short_side_max = 64
+    c.data.crops_per_photo = 2
+    c.data.num_workers = 0
+    c.vae_a = StageConfig(steps=3, batch_size=2)
+    c.vae_b = StageConfig(steps=3, batch_size=2)
+    c.mapping = StageConfig(steps=3, batch_size=2)
+    c.train.run_dir = "runs/smoke"
+    c.train.log_every = 1
+    c.train.ckpt_every = 2
+    c.train.sample_every = 2
+    c.train.progress = False
+    c.train.threads = 1
+    c.eval.max_side = 64
+    c.eval.photos = 2
+    return c
+
+
+PRESETS = {"default": _default, "small": _small, "smoke": _smoke}
+
+
+def preset(name: str) -> Config:
+    """A fresh Config of the named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+# --------------------------------------------------------------------------- CLI flags
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _leaves(cls, prefix: str = ""):
+    """(dotted name, type) of every scalar/list field of a dataclass tree."""
+    for f in fields(cls):
+        t = _hints(cls)[f.name]
+        name = f"{prefix}{f.name}"
+        if is_dataclass(t):
+            yield from _leaves(t, name + ".")
+        elif name != "preset":
+            yield name, t
+
+
+def _parser_for(t):
+    origin = typing.get_origin(t)
+    if origin is list:
+        (inner,) = typing.get_args(t)
+        return inner, "+"
+    return t, None
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--section.field`` flag per leaf of ``Config`` (values default to the preset)."""
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                        help="base configuration (default: %(default)s)")
+    parser.add_argument("--config", default=None, help="resolved config JSON of an earlier run to start from")
+    base = Config()
+    for name, t in _leaves(Config):
+        value = _get(base, name)
+        typ, nargs = _parser_for(t)
+        dest = "cfg:" + name
+        if typ is bool:
+            parser.add_argument(f"--{name}", dest=dest, action=argparse.BooleanOptionalAction,
+                                default=None, help=f"(default: {value})")
+        else:
+            parser.add_argument(f"--{name}", dest=dest, type=typ, nargs=nargs, default=None,
+                                metavar=typ.__name__.upper(), help=f"(default: {value})")
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set(obj, dotted: str, value) -> Any:
+    """Set a dotted field, rebuilding frozen dataclasses (the model config) on the way."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        if dataclasses.is_dataclass(obj) and getattr(type(obj), "__dataclass_params__").frozen:
+            return dataclasses.replace(obj, **{head: value})
+        setattr(obj, head, value)
+        return obj
+    child = _set(getattr(obj, head), rest, value)
+    if dataclasses.is_dataclass(obj) and getattr(type(obj), "__dataclass_params__").frozen:
+        return dataclasses.replace(obj, **{head: child})
+    setattr(obj, head, child)
+    return obj
+
+
+def from_dict(cls, d: dict[str, Any]):
+    """Rebuild a dataclass tree from ``asdict`` output; unknown keys raise ValueError."""
+    hints = _hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        kwargs[k] = from_dict(t, v) if is_dataclass(t) else v
+    return cls(**kwargs)
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    """Preset (or --config file) plus the explicitly given flags."""
+    if getattr(args, "config", None):
+        cfg = from_dict(Config, json.loads(Path(args.config).read_text()))
+    else:
+        cfg = preset(getattr(args, "preset", "default"))
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """``{"train.seed": 3, ...}`` applied to a copy of ``cfg``; the model config is re-validated."""
+    cfg = copy.deepcopy(cfg)
+    valid = dict(_leaves(Config))
+    model = cfg.model.to_dict()       # frozen and cross-checked: rebuilt once, after all overrides
+    for name, value in overrides.items():
+        if name not in valid:
+            raise ValueError(f"unknown config field {name!r}")
+        if name.startswith("model."):
+            _, sub, leaf = name.split(".")
+            model[sub][leaf] = value
+        else:
+            cfg = _set(cfg, name, value)
+    cfg.model = ModelConfig.from_dict(model)
+    return cfg
+
+
+def save_config(cfg: Config, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` into ``directory`` (atomically)."""
+    from .checkpoint import atomic_write_bytes
+    path = Path(directory) / "config.json"
+    atomic_write_bytes(path, cfg.to_json().encode())
+    return path

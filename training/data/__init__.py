@@ -1,0 +1,1 @@
+"""Data: offline sources, synthetic degradation, training samples."""

@@ -1,0 +1,93 @@
+"""Progress bar, scalar logs (tensorboard when installed, else CSV) and sample grids."""
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class ProgressBar:
+    """One line on stderr: step, losses, throughput. No dependency on tqdm."""
+
+    def __init__(self, total: int, start: int, enabled: bool = True, prefix: str = "") -> None:
+        self.total, self.enabled, self.prefix = total, enabled, prefix
+        self.t0, self.s0 = time.perf_counter(), start
+
+    def update(self, step: int, losses: dict[str, float], images_per_step: int) -> str:
+        dt = max(1e-9, time.perf_counter() - self.t0)
+        done = step + 1 - self.s0
+        rate = done * images_per_step / dt
+        eta = (self.total - step - 1) * dt / max(1, done)
+        width = 24
+        fill = int(width * (step + 1) / max(1, self.total))
+        text = (f"\r{self.prefix} [{'#' * fill}{'.' * (width - fill)}] {step + 1}/{self.total} "
+                + " ".join(f"{k}={v:.4g}" for k, v in losses.items())
+                + f" | {rate:.1f} img/s eta {eta / 60:.1f} min")
+        if self.enabled:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        return text
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+class ScalarLog:
+    """Appends scalars to ``log.csv`` (always) and tensorboard (when importable)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "log.csv"
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+            self.tb = SummaryWriter(str(directory / "tb"))
+        except Exception:
+            pass
+        self.fields: list[str] | None = None
+        if self.path.is_file():
+            with open(self.path) as f:
+                header = f.readline().strip()
+            self.fields = header.split(",") if header else None
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        row = {"step": step, **scalars}
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def tensor_to_u8(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> uint8 HxWx3."""
+    a = ((t.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return a.permute(1, 2, 0).numpy()
+
+
+def save_grid(rows: list[list[np.ndarray]], path: Path, pad: int = 2) -> Path:
+    """Rows of equally sized uint8 HxWx3 images -> one PNG."""
+    h, w = rows[0][0].shape[:2]
+    ncol = max(len(r) for r in rows)
+    grid = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, im in enumerate(row):
+            if im.ndim == 2:
+                im = np.repeat(im[..., None], 3, -1)
+            grid[pad + i * (h + pad):pad + i * (h + pad) + h, pad + j * (w + pad):pad + j * (w + pad) + w] = im
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path

@@ -1,0 +1,64 @@
+"""Losses of the three stages (DESIGN.md §1-2)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def lsgan(pred: torch.Tensor | Sequence, target_real: bool) -> torch.Tensor:
+    """Least-squares GAN loss; ``pred`` is a score map or multi-scale lists of layer
+    outputs (the last entry of each list is the score map)."""
+    if isinstance(pred, torch.Tensor):
+        target = torch.ones_like(pred) if target_real else torch.zeros_like(pred)
+        return F.mse_loss(pred.float(), target.float())
+    return sum(lsgan(p[-1] if isinstance(p, (list, tuple)) else p, target_real) for p in pred) / len(pred)
+
+
+def feature_matching(fake: Sequence[Sequence[torch.Tensor]], real: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminator's intermediate layers on fake and (detached) real."""
+    loss = 0.0
+    n = 0
+    for f_layers, r_layers in zip(fake, real):
+        for f, r in zip(f_layers[:-1], r_layers[:-1]):
+            loss = loss + F.l1_loss(f.float(), r.detach().float())
+            n += 1
+    return loss / max(1, n) * 1.0
+
+
+def kl_reduced(h: torch.Tensor) -> torch.Tensor:
+    """KL term of the reduced VAE (unit variance): mean(h^2)."""
+    return h.float().pow(2).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted L1 between feature lists of a frozen feature network."""
+
+    def __init__(self, features: Callable[[torch.Tensor], list[torch.Tensor]] | nn.Module,
+                 weights: Sequence[float]) -> None:
+        super().__init__()
+        self.features = features
+        self.weights = list(weights)
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        fs = self.features(fake)
+        with torch.no_grad():
+            rs = self.features(real)
+        ws = self.weights if len(self.weights) == len(fs) else [1.0] * len(fs)
+        return sum(w * F.l1_loss(f.float(), r.float()) for w, f, r in zip(ws, fs, rs))
+
+
+def encoder_features(encoder: nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """Feature lists from a frozen VAE encoder (after each downsampling and at the end):
+    the perceptual fallback when no VGG19 weights are available."""
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for layer in encoder.net:
+            x = layer(x)
+            if isinstance(layer, nn.ReLU):
+                outs.append(x)
+        outs.append(x)
+        return outs
+    return run

@@ -1,0 +1,85 @@
+"""Pieces every stage shares: optimisers, the LR schedule, autocast, the perceptual term."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..archs import load_vgg19
+from ..config import Config
+from ..dist import DistContext
+from ..losses import PerceptualLoss, encoder_features
+
+
+def adam(params, lr: float, cfg: Config) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+
+
+def linear_decay(opt: torch.optim.Optimizer, total: int, decay_start: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Constant, then linear to zero over the last (1 - decay_start) of the steps (pix2pixHD)."""
+    start = int(total * decay_start)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return 1.0
+        return max(0.0, 1.0 - (step - start) / max(1, total - start))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def wrap(module: nn.Module, ctx: DistContext, find_unused: bool = False) -> nn.Module:
+    """DDP when distributed; the plain module otherwise."""
+    if not ctx.distributed:
+        return module
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DDP(module, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DDP) else module
+
+
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default; explicit ``bf16`` also on CPU; ``off`` = fp32."""
+    if cfg.train.amp == "off":
+        return None
+    if cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def use_channels_last(cfg: Config, device: torch.device) -> bool:
+    return cfg.train.channels_last == "on" or (cfg.train.channels_last == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def build_perceptual(cfg: Config, frozen_encoder_b: nn.Module | None, log) -> PerceptualLoss | None:
+    """VGG19 when a state-dict file is given; otherwise ``loss.perceptual_fallback``."""
+    if cfg.loss.perceptual <= 0:
+        log("perceptual loss: off (weight 0)")
+        return None
+    if cfg.loss.vgg_weights:
+        log(f"perceptual loss: VGG19 from {cfg.loss.vgg_weights}")
+        return PerceptualLoss(load_vgg19(cfg.loss.vgg_weights), cfg.loss.vgg_layer_weights)
+    choice = cfg.loss.perceptual_fallback
+    if choice == "random_vgg":
+        log("perceptual loss: no VGG19 weights given -> randomly initialised VGG19 features")
+        torch.manual_seed(cfg.train.seed)
+        return PerceptualLoss(load_vgg19(None), cfg.loss.vgg_layer_weights)
+    if choice == "encoder_b" and frozen_encoder_b is not None:
+        log("perceptual loss: no VGG19 weights given -> features of the frozen clean-domain encoder E_B")
+        return PerceptualLoss(encoder_features(frozen_encoder_b), [1.0])
+    log(f"perceptual loss: no VGG19 weights given -> off (loss.perceptual_fallback={choice!r}; "
+        "see docs/TRAINING.md)")
+    return None

@@ -1,0 +1,111 @@
+"""Stage 3: the mapping network T between the frozen VAEs, on (degraded + mask, clean) pairs.
+
+    L_T = latent_l1 * |T(z_x) - z_y|_1 + image LSGAN on G_B(T(z_x))
+          + feat_match * FM + perceptual * P(G_B(T(z_x)), y)      (TTUR: G 1e-4, D 4e-4)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oldphoto_model.archs import MappingNetwork, VAEDecoder, VAEEncoder
+from oldphoto_model.config import AttentionOptions
+from oldphoto_model.model import mask_to_latent
+
+from ..archs import MultiScaleDiscriminator
+from ..checkpoint import latest_checkpoint
+from ..config import Config
+from ..dist import DistContext
+from ..losses import feature_matching, lsgan
+from .common import adam, autocast, build_perceptual, linear_decay, requires_grad, unwrap, wrap
+
+
+def load_vae_part(run_dir: str | Path, stage: str, part: str, module: nn.Module) -> nn.Module:
+    """Load ``encoder``/``decoder`` of a finished VAE stage's last checkpoint into ``module``."""
+    ckpt = latest_checkpoint(Path(run_dir) / stage)
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {Path(run_dir) / stage}: run it first")
+    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["modules"]["vae"]
+    module.load_state_dict({k[len(part) + 1:]: v for k, v in sd.items() if k.startswith(part + ".")})
+    return module
+
+
+class MappingStage:
+    def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, "mapping"
+        self.steps = cfg.mapping.steps
+        dev = ctx.device
+        run = cfg.train.run_dir
+        self.enc_a = load_vae_part(run, "vae-a", "encoder", VAEEncoder(cfg.model.vae)).to(dev).eval()
+        self.enc_b = load_vae_part(run, "vae-b", "encoder", VAEEncoder(cfg.model.vae)).to(dev).eval()
+        self.dec_b = load_vae_part(run, "vae-b", "decoder", VAEDecoder(cfg.model.vae)).to(dev).eval()
+        for m in (self.enc_a, self.enc_b, self.dec_b):
+            requires_grad(m, False)
+        self.mapping = MappingNetwork(cfg.model.mapping).to(dev)
+        self.d_img = MultiScaleDiscriminator(3, cfg.disc.ndf, cfg.disc.n_layers, cfg.disc.num_d).to(dev)
+        self.modules = {"mapping": self.mapping, "d_img": self.d_img}
+        self.opt_g = adam(self.mapping.parameters(), cfg.optim.lr_mapping_g, cfg)
+        self.opt_d = adam(self.d_img.parameters(), cfg.optim.lr_mapping_d, cfg)
+        self.optimizers = {"g": self.opt_g, "d": self.opt_d}
+        self.schedulers = {k: linear_decay(o, self.steps, cfg.optim.decay_start) for k, o in self.optimizers.items()}
+        # batches without any defect leave the nonlocal block unused
+        self.mapping_ddp = wrap(self.mapping, ctx, find_unused=True)
+        self.d_img_ddp = wrap(self.d_img, ctx)
+        # full attention, not hole-only: gradients must reach every position of O
+        self.attn = AttentionOptions(backend=cfg.train.attention_backend, hole_only=False)
+        self.perceptual = build_perceptual(cfg, self.enc_b, log)
+
+    def restore(self, x: torch.Tensor, mask: torch.Tensor, net: nn.Module | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T(z_x), G_B(T(z_x))) for degraded x and image-size mask."""
+        with torch.no_grad():
+            z_x = self.enc_a(x)
+        m = mask_to_latent(mask, self.cfg.model.vae.scale)
+        w = (net or self.mapping_ddp)(z_x, m, self.attn)
+        return w, self.dec_b(w)
+
+    def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
+        L = self.cfg.loss
+        x, y, mask = batch["degraded"], batch["clean"], batch["mask"]
+        requires_grad(self.d_img, False)
+        with autocast(self.ctx.device, amp):
+            with torch.no_grad():
+                z_y = self.enc_b(y)
+            w, y_hat = self.restore(x, mask)
+            fake = self.d_img(y_hat)
+            with torch.no_grad():
+                real = self.d_img(y)
+            losses = {"lat_l1": F.l1_loss(w.float(), z_y.float()), "gan": lsgan(fake, True),
+                      "fm": feature_matching(fake, real)}
+            g = L.latent_l1 * losses["lat_l1"] + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
+            if self.perceptual is not None:
+                losses["perc"] = self.perceptual(y_hat, y)
+                g = g + L.perceptual * losses["perc"]
+        self.opt_g.zero_grad(set_to_none=True)
+        g.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.mapping.parameters(), self.cfg.optim.grad_clip)
+        self.opt_g.step()
+        requires_grad(self.d_img, True)
+        with autocast(self.ctx.device, amp):
+            out = self.d_img_ddp(torch.cat([y, y_hat.detach()]))
+            n = y.shape[0]
+            losses["d_img"] = 0.5 * (lsgan([[o[-1][:n]] for o in out], True)
+                                     + lsgan([[o[-1][n:]] for o in out], False))
+        self.opt_d.zero_grad(set_to_none=True)
+        losses["d_img"].backward()
+        self.opt_d.step()
+        for s in self.schedulers.values():
+            s.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Degraded | mask | restored | clean, per sample."""
+        x, y, mask = batch["degraded"], batch["clean"], batch["mask"]
+        _, y_hat = self.restore(x, mask, unwrap(self.mapping))
+        m3 = mask.expand_as(x) * 2 - 1
+        return [[x[i], m3[i], y_hat[i], y[i]] for i in range(min(4, x.shape[0]))]

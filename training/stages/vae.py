@@ -1,0 +1,131 @@
+"""Stages 1 and 2: VAE_A on degraded (+ real old) photos, VAE_B on clean photos.
+
+    L_VAE = kl * mean(h^2) + rec_l1 * |x - G(h + n)|_1 + image LSGAN + feat_match * FM (+ perceptual)
+    VAE_A adds latent_gan * LSGAN of D_lat, which tells the latents of real old
+    photos r from those of synthetic ones x: the encoder learns one shared space.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oldphoto_model.archs import VAEDecoder, VAEEncoder
+
+from ..archs import LatentDiscriminator, MultiScaleDiscriminator
+from ..config import Config
+from ..dist import DistContext
+from ..losses import feature_matching, kl_reduced, lsgan
+from .common import adam, autocast, build_perceptual, linear_decay, requires_grad, unwrap, wrap
+
+
+class VAE(nn.Module):
+    """Encoder + decoder; training decodes h + N(0, I) (the reduced VAE)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.encoder = VAEEncoder(cfg.model.vae)
+        self.decoder = VAEDecoder(cfg.model.vae)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return h, self.decoder(h + torch.randn_like(h))
+
+
+class VAEStage:
+    """One VAE with its image discriminator (and, for domain A, the latent discriminator)."""
+
+    def __init__(self, cfg: Config, ctx: DistContext, domain: str, log=print) -> None:
+        assert domain in ("a", "b")
+        self.cfg, self.ctx, self.domain = cfg, ctx, domain
+        self.name = f"vae-{domain}"
+        self.steps = (cfg.vae_a if domain == "a" else cfg.vae_b).steps
+        dev = ctx.device
+        self.vae = VAE(cfg).to(dev)
+        self.d_img = MultiScaleDiscriminator(3, cfg.disc.ndf, cfg.disc.n_layers, cfg.disc.num_d).to(dev)
+        self.modules: dict[str, nn.Module] = {"vae": self.vae, "d_img": self.d_img}
+        d_params = list(self.d_img.parameters())
+        if domain == "a":
+            self.d_lat = LatentDiscriminator(cfg.model.vae.latent_channels, cfg.disc.latent_ndf).to(dev)
+            self.modules["d_lat"] = self.d_lat
+            d_params += list(self.d_lat.parameters())
+            if not cfg.data.real_dirs:
+                log("domain R: no --data.real_dirs given -> stand-in: heavily aged synthetic photos "
+                    "(every ageing effect, structured defects); see docs/TRAINING.md")
+        self.opt_g = adam(self.vae.parameters(), cfg.optim.lr, cfg)
+        self.opt_d = adam(d_params, cfg.optim.lr, cfg)
+        self.optimizers = {"g": self.opt_g, "d": self.opt_d}
+        self.schedulers = {k: linear_decay(o, self.steps, cfg.optim.decay_start) for k, o in self.optimizers.items()}
+        # DDP wrappers are used only where that network is being trained in the step
+        self.vae_ddp = wrap(self.vae, ctx)
+        self.d_img_ddp = wrap(self.d_img, ctx)
+        self.d_lat_ddp = wrap(self.d_lat, ctx) if domain == "a" else None
+        self.perceptual = build_perceptual(cfg, None, log)
+
+    def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.domain == "b":
+            return batch["clean"]
+        return torch.cat([batch["degraded"], batch["real"]])
+
+    def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
+        L = self.cfg.loss
+        x = self.inputs(batch)
+        n = x.shape[0] // 2
+        # -- generator (the VAE)
+        requires_grad(self.d_img, False)
+        if self.domain == "a":
+            requires_grad(self.d_lat, False)
+        with autocast(self.ctx.device, amp):
+            h, rec = self.vae_ddp(x)
+            fake = self.d_img(rec)
+            with torch.no_grad():
+                real = self.d_img(x)
+            losses = {
+                "rec": F.l1_loss(rec.float(), x.float()),
+                "kl": kl_reduced(h),
+                "gan": lsgan(fake, True),
+                "fm": feature_matching(fake, real),
+            }
+            g = L.rec_l1 * losses["rec"] + L.kl * losses["kl"] + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
+            if self.perceptual is not None:
+                losses["perc"] = self.perceptual(rec, x)
+                g = g + L.perceptual * losses["perc"]
+            if self.domain == "a":
+                # fool D_lat both ways: synthetic latents look real-old and vice versa
+                pl = self.d_lat(h)
+                losses["lat_g"] = 0.5 * (lsgan(pl[:n], True) + lsgan(pl[n:], False))
+                g = g + L.latent_gan * losses["lat_g"]
+        self.opt_g.zero_grad(set_to_none=True)
+        g.backward()
+        self._clip(self.vae)
+        self.opt_g.step()
+        # -- discriminators
+        requires_grad(self.d_img, True)
+        with autocast(self.ctx.device, amp):
+            out = self.d_img_ddp(torch.cat([x, rec.detach()]))
+            d = 0.5 * (lsgan([[o[-1][:x.shape[0]]] for o in out], True)
+                       + lsgan([[o[-1][x.shape[0]:]] for o in out], False))
+            losses["d_img"] = d
+            if self.domain == "a":
+                requires_grad(self.d_lat, True)
+                pl = self.d_lat_ddp(h.detach())
+                losses["d_lat"] = 0.5 * (lsgan(pl[:n], False) + lsgan(pl[n:], True))
+                d = d + L.latent_gan * losses["d_lat"]
+        self.opt_d.zero_grad(set_to_none=True)
+        d.backward()
+        self.opt_d.step()
+        for s in self.schedulers.values():
+            s.step()
+        self._last = (x.detach(), rec.detach())
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _clip(self, module: nn.Module) -> None:
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.optim.grad_clip)
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Input | reconstruction from the mean latent, per sample."""
+        x = self.inputs(batch)
+        rec = unwrap(self.vae).decoder(unwrap(self.vae).encoder(x))
+        return [[x[i], rec[i]] for i in range(min(4, x.shape[0]))]
