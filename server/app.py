@@ -1,0 +1,243 @@
+"""The server: one ROUTER socket, an I/O loop that answers at once, a model worker.
+
+``ping``, ``info``, ``cancel`` and ``echo`` are answered by the I/O loop
+directly, so they stay quick while a long job runs; ``restore`` is validated
+here and queued for the worker (server.worker). A client that vanishes harms
+nobody: ROUTER_MANDATORY turns a send to a gone peer into an error, upon which
+its job is cancelled, and replies never block the loop (NOBLOCK).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Optional, Sequence
+
+import zmq
+
+from oldphoto_model import Restorer, __version__ as model_version
+
+from . import __version__, protocol
+from .client import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_UNKNOWN_JOB, OPS, PROTOCOL_VERSION,
+                     T_ACCEPTED, T_OK)
+from .config import ServerConfig
+from .protocol import ProtocolError
+from .worker import Busy, Job, Worker
+
+log = logging.getLogger("oldphoto.server")
+
+_BATCH = 64   # messages handled per socket per loop turn, so neither side starves
+
+
+def weights_identity(restorer: Restorer) -> dict[str, Any]:
+    """Path, sha256, short id and metadata of the restorer's weights (empty if unknown)."""
+    wi = getattr(restorer.model, "weights_info", None)
+    if wi is None:
+        return {}
+    return {"path": wi.path, "sha256": wi.sha256, "short_id": wi.short_id, "metadata": wi.metadata}
+
+
+def precision_name(restorer: Restorer) -> str:
+    """The restorer's compute dtype as the CLI spells it (fp32, bf16, fp16)."""
+    return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(
+        str(restorer.dtype), str(restorer.dtype))
+
+
+class Server:
+    """Serves one Restorer on ``config.bind``.
+
+    ``bind()`` then ``serve_forever()`` in the calling thread (``python -m server``),
+    or ``start()``/``stop()`` to run it in a background thread (tests, demo).
+    """
+
+    def __init__(self, config: ServerConfig, restorer: Restorer) -> None:
+        config.validate()
+        self.config = config
+        self.restorer = restorer
+        self.context = zmq.Context()
+        self.endpoint: Optional[str] = None
+        self._router: Optional[zmq.Socket] = None
+        self._events: Optional[zmq.Socket] = None
+        self._worker: Optional[Worker] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.stats = {"requests": 0, "errors": 0}
+
+    # -- lifecycle -------------------------------------------------------------
+    def bind(self) -> str:
+        """Bind the ROUTER socket and start the worker; returns the actual endpoint
+        (a ``tcp://host:*`` wildcard resolves to the chosen port)."""
+        r = self.context.socket(zmq.ROUTER)
+        r.setsockopt(zmq.LINGER, 0)
+        r.setsockopt(zmq.ROUTER_MANDATORY, 1)       # gone peers raise instead of vanishing silently
+        r.setsockopt(zmq.MAXMSGSIZE, max(self.config.max_frame_bytes, self.config.max_header_bytes))
+        try:
+            r.bind(self.config.bind)
+        except zmq.ZMQError as e:
+            r.close(0)
+            raise OSError(f"cannot listen on {self.config.bind}: {e}") from None
+        self._router = r
+        self.endpoint = r.getsockopt_string(zmq.LAST_ENDPOINT)
+        events_address = f"inproc://oldphoto-events-{uuid.uuid4().hex}"
+        self._events = self.context.socket(zmq.PULL)
+        self._events.setsockopt(zmq.LINGER, 0)
+        self._events.bind(events_address)
+        self._worker = Worker(self.restorer, self.context, events_address, self.config.queue_size,
+                              info={"device": str(self.restorer.device), "precision": precision_name(self.restorer),
+                                    "weights": weights_identity(self.restorer).get("short_id", "")})
+        self._worker.start()
+        return self.endpoint
+
+    def start(self) -> str:
+        """Bind and serve in a background thread; returns the endpoint."""
+        endpoint = self.bind()
+        self._thread = threading.Thread(target=self.serve_forever, name="oldphoto-io", daemon=True)
+        self._thread.start()
+        return endpoint
+
+    def stop(self) -> None:
+        """Stop serving (from any thread) and release the sockets."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def serve_forever(self) -> None:
+        """Serve until ``stop()`` or KeyboardInterrupt; always closes the sockets."""
+        if self._router is None:
+            self.bind()
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(100))   # wake up regularly to see stop()
+                if self._events in ready:
+                    for _ in range(_BATCH):
+                        try:
+                            parts = self._events.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._forward(parts)
+                if self._router in ready:
+                    for _ in range(_BATCH):
+                        try:
+                            parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._handle(parts[0].bytes, parts[1:])
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        stuck = False
+        if self._worker is not None:
+            self._worker.stop()
+            stuck = self._worker.is_alive()
+            self._worker = None
+        for s in (self._router, self._events):
+            if s is not None:
+                s.close(0)
+        self._router = self._events = None
+        if not stuck:   # term() would wait forever for a worker stuck inside one huge layer
+            self.context.term()
+
+    # -- sending -----------------------------------------------------------------
+    def _send(self, identity: bytes, header: bytes, frames: Sequence = (), job_id: Optional[str] = None) -> bool:
+        """Send without blocking; False when the peer is gone or not reading (its
+        job, if any, is then cancelled: nobody is waiting for it)."""
+        try:
+            self._router.send_multipart([identity, header, *frames], zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as e:
+            if e.errno not in (errno.EHOSTUNREACH, zmq.EAGAIN):
+                log.warning("cannot send a reply: %s", e)
+            if job_id is not None and self._worker is not None:
+                self._worker.cancel(job_id, "client disconnected")
+            return False
+
+    def _forward(self, parts: list) -> None:
+        """A worker message ``[job_id, identity, header, *frames]`` to its client."""
+        job_id = parts[0].bytes.decode()
+        self._send(parts[1].bytes, parts[2], parts[3:], job_id)
+
+    # -- requests ----------------------------------------------------------------
+    def _handle(self, identity: bytes, frames: list) -> None:
+        self.stats["requests"] += 1
+        rid = None
+        try:
+            req = protocol.parse_request(frames, self.config)
+            rid = req.id
+            self._dispatch(identity, req, frames)
+        except ProtocolError as e:
+            self.stats["errors"] += 1
+            self._send(identity, protocol.error_reply(e.request_id, e.code, e.message))
+        except Exception as e:   # a bug must cost one request, never the server
+            self.stats["errors"] += 1
+            log.exception("internal error while handling a request")
+            self._send(identity, protocol.error_reply(rid, E_INTERNAL, f"{type(e).__name__}: {str(e)[:300]}"))
+
+    def _dispatch(self, identity: bytes, req: protocol.Request, frames: list) -> None:
+        op = req.op
+        if op == protocol.OP_PING:
+            self._send(identity, protocol.reply(req.id, T_OK, protocol=PROTOCOL_VERSION,
+                                                server_version=__version__))
+        elif op == protocol.OP_INFO:
+            self._send(identity, protocol.reply(req.id, T_OK, **self.info()))
+        elif op == protocol.OP_ECHO:
+            self._send(identity, protocol.reply(req.id, T_OK, width=req.image.shape[1],
+                                                height=req.image.shape[0], channels=req.image.shape[2]),
+                       [frames[1]])
+        elif op == protocol.OP_CANCEL:
+            state, removed = self._worker.cancel(req.job)
+            if state is None:
+                self._send(identity, protocol.error_reply(req.id, E_UNKNOWN_JOB,
+                                                          f"no queued or running job {req.job[:40]!r}"))
+                return
+            if removed is not None:    # never ran: its requester gets the final reply now
+                self._send(removed.identity, protocol.error_reply(
+                    removed.request_id, E_CANCELLED, "cancelled while queued", job=removed.id))
+            self._send(identity, protocol.reply(req.id, T_OK, job=req.job, state=state))
+        elif op == protocol.OP_RESTORE:
+            job = Job(identity, req.id, req.image, req.mask, req.options)
+            try:
+                ahead = self._worker.submit(job)
+            except Busy:
+                self._send(identity, protocol.error_reply(
+                    req.id, E_BUSY, f"the server is busy ({self.config.queue_size} jobs waiting): "
+                    "try again later"))
+                return
+            self._send(identity, protocol.reply(req.id, T_ACCEPTED, job=job.id, ahead=ahead), job_id=job.id)
+
+    def info(self) -> dict[str, Any]:
+        """What ``info`` answers: versions, device, weights, limits, options, queue."""
+        c = self.config
+        w = self._worker
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "server_version": __version__,
+            "model_version": model_version,
+            "pid": os.getpid(),
+            "device": str(self.restorer.device),
+            "precision": precision_name(self.restorer),
+            "weights": weights_identity(self.restorer),
+            "limits": {"max_pixels": c.max_pixels, "max_side": c.max_side, "queue_size": c.queue_size,
+                       "max_header_bytes": c.max_header_bytes, "max_frame_bytes": c.max_frame_bytes},
+            "ops": list(OPS),
+            "channels": [1, 2, 3, 4],
+            "dtypes": [DTYPE_U8],
+            "options": {k: {"type": t.__name__, "default": d, "help": h}
+                        for k, (t, d, h) in protocol.OPTIONS.items()},
+            "queue": w.queue_state() if w else {"queued": 0, "running": 0},
+            "stats": w.stats_snapshot() if w else {},
+            "time": time.time(),
+        }

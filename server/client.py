@@ -1,0 +1,414 @@
+# -*- coding: utf-8 -*-
+"""Client of the old-photo restoration server, and the protocol's constants.
+
+This one file is all a GIMP plug-in needs to talk to the server. It is copied
+alone into a plug-in folder (as ``oldphoto_client.py``) and runs unchanged on
+Python 2.7 (GIMP 2.10's gimpfu) and Python 3: stdlib + pyzmq + msgpack only, no
+Python-3-only syntax. The server imports the constants below from here, so the
+protocol's names are written once. The wire format is described in
+docs/protocol.md.
+
+Typical use::
+
+    with Client() as c:
+        c.ping()                      # ServerUnavailable within ~2 s if no server
+        out, meta = c.restore(pixels, w, h, 4, mask=sel,
+                              options={"restrict_to_mask": True},
+                              progress=lambda f, stage: ...)
+"""
+from __future__ import absolute_import, division, print_function, unicode_literals
+
+import sys
+import time
+import uuid
+
+try:
+    import msgpack
+    import zmq
+except ImportError as _e:   # name the interpreter: GIMP's Python is often not the user's
+    raise ImportError("the old-photo client needs pyzmq and msgpack in the Python that runs it "
+                      "(%s): %s. Install them with: %s -m pip install pyzmq msgpack"
+                      % (sys.executable, _e, sys.executable))
+
+# -- protocol constants (docs/protocol.md) -----------------------------------
+
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 5587
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5587"
+START_HINT = ("Start the restoration server first: run `python -m server` "
+              "(or `oldphoto-server`) in a terminal and leave it running.")
+
+# operations
+OP_PING = "ping"
+OP_INFO = "info"
+OP_RESTORE = "restore"
+OP_CANCEL = "cancel"
+OP_ECHO = "echo"          # transport test: validates like restore, returns the pixels
+OPS = (OP_PING, OP_INFO, OP_RESTORE, OP_CANCEL, OP_ECHO)
+
+# reply types (the "type" field of every message the server sends)
+T_OK = "ok"               # final reply of an operation (restore: plus the result frame)
+T_ACCEPTED = "accepted"   # restore queued: carries the job id and queue position
+T_PROGRESS = "progress"   # a running job's progress: fraction and stage
+T_ERROR = "error"         # final reply of a failed operation: code and message
+
+# error codes (stable; the message is for humans)
+E_MALFORMED = "malformed_header"      # header is not a msgpack map of the documented fields
+E_FRAME_COUNT = "frame_count"         # wrong number of frames for the op
+E_SIZE_MISMATCH = "size_mismatch"     # a frame's length differs from what the header says
+E_UNSUPPORTED = "unsupported_format"  # dtype or channel count the model cannot take
+E_TOO_LARGE = "too_large"             # image beyond the server's limits
+E_MASK_SHAPE = "mask_shape"           # mask dimensions differ from the image's
+E_BAD_OPTION = "bad_option"           # unknown option or a value of the wrong type/range
+E_UNKNOWN_OP = "unknown_op"
+E_VERSION = "version_mismatch"
+E_BUSY = "busy"                       # job queue full: try again later
+E_UNKNOWN_JOB = "unknown_job"         # cancel of a job that is not queued or running
+E_OOM = "out_of_memory"               # the job did not fit even on the low-memory path
+E_CANCELLED = "cancelled"
+E_INTERNAL = "internal"               # a bug: the message says what
+# client-side only (never on the wire)
+E_UNAVAILABLE = "server_unavailable"
+E_TIMEOUT = "timeout"
+E_CLIENT_INPUT = "client_input"
+
+ERROR_CODES = (E_MALFORMED, E_FRAME_COUNT, E_SIZE_MISMATCH, E_UNSUPPORTED, E_TOO_LARGE,
+               E_MASK_SHAPE, E_BAD_OPTION, E_UNKNOWN_OP, E_VERSION, E_BUSY, E_UNKNOWN_JOB,
+               E_OOM, E_CANCELLED, E_INTERNAL)
+
+DTYPE_U8 = "u8"
+
+#: Context kept around a selection's bounding box by default (pixels); see crop_plan.
+DEFAULT_CROP_MARGIN = 128
+
+# msgpack caps for the (small) headers the server sends back
+_MAX_HEADER_BYTES = 1 << 20
+
+
+class ClientError(Exception):
+    """Any failure seen by the client. ``code`` is one of the E_* codes."""
+
+    def __init__(self, code, message):
+        Exception.__init__(self, "%s: %s" % (code, message))
+        self.code = code
+        self.message = message
+
+
+class ServerUnavailable(ClientError):
+    """No server answered at the address; the message says how to start one."""
+
+    def __init__(self, address, detail=""):
+        msg = "no restoration server answers at %s%s. %s" % (
+            address, (" (" + detail + ")") if detail else "", START_HINT)
+        ClientError.__init__(self, E_UNAVAILABLE, msg)
+        self.address = address
+
+
+class ServerError(ClientError):
+    """The server answered with a typed error reply."""
+
+
+class Cancelled(ClientError):
+    """The job was cancelled (by ``should_cancel`` or by a ``cancel`` call)."""
+
+    def __init__(self, message="the job was cancelled"):
+        ClientError.__init__(self, E_CANCELLED, message)
+
+
+def _text(value):
+    """Header strings as text on both Pythons (bytes only from odd servers)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+_PY2 = bytes is str
+
+
+def _native_text(obj):
+    """On Python 2, plain ``str`` (what plug-in code writes without unicode_literals)
+    becomes unicode, so msgpack sends text rather than bin; containers recursively."""
+    if not _PY2:
+        return obj
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8")
+    if isinstance(obj, dict):
+        return dict((_native_text(k), _native_text(v)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return [_native_text(v) for v in obj]
+    return obj
+
+
+def pack_header(header):
+    """msgpack-encode a header map (text keys and strings, bin type for bytes;
+    Python 2 ``str`` is sent as text)."""
+    return msgpack.packb(_native_text(header), use_bin_type=True)
+
+
+def unpack_header(data, max_bytes=_MAX_HEADER_BYTES):
+    """Decode a header frame with explicit size caps; ValueError when it is not a map."""
+    if len(data) > max_bytes:
+        raise ValueError("header of %d bytes exceeds %d" % (len(data), max_bytes))
+    n = len(data)
+    obj = msgpack.unpackb(data, raw=False, use_list=True, max_str_len=n, max_bin_len=n,
+                          max_array_len=n, max_map_len=n, max_ext_len=n)
+    if not isinstance(obj, dict):
+        raise ValueError("header is not a map")
+    return obj
+
+
+def crop_plan(width, height, mask_bbox, margin=DEFAULT_CROP_MARGIN, align=4):
+    """The region to send when only a selection needs restoring.
+
+    ``mask_bbox`` is the selection's bounding box as ``(x, y, w, h)`` in layer
+    coordinates (what ``pdb.gimp_drawable_mask_intersect`` returns after its
+    first value), or None for "no selection". The box is grown by ``margin``
+    pixels of context on each side (the model fills scratches from intact
+    surroundings), its corners snapped outwards to multiples of ``align`` (the
+    network works on multiples of 4; aligned crops avoid edge padding inside
+    the photo) and clipped to the layer. Returns ``(x, y, w, h)``; with no
+    selection or an empty one, the whole layer ``(0, 0, width, height)``.
+    Crop the pixels and the mask to this region, restore, and paste the result
+    back at ``(x, y)``.
+    """
+    width, height, margin, align = int(width), int(height), int(margin), max(1, int(align))
+    if width <= 0 or height <= 0:
+        raise ValueError("layer size must be positive, got %dx%d" % (width, height))
+    if margin < 0:
+        raise ValueError("margin must be >= 0, got %d" % margin)
+    if mask_bbox is None:
+        return (0, 0, width, height)
+    bx, by, bw, bh = [int(v) for v in mask_bbox]
+    if bw <= 0 or bh <= 0:
+        return (0, 0, width, height)
+    x0 = max(0, ((bx - margin) // align) * align)
+    y0 = max(0, ((by - margin) // align) * align)
+    x1 = min(width, -(-(bx + bw + margin) // align) * align)
+    y1 = min(height, -(-(by + bh + margin) // align) * align)
+    if x1 <= x0 or y1 <= y0:   # box entirely outside the layer
+        return (0, 0, width, height)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _buffer_len(buf):
+    """Byte length of anything with the buffer interface (bytes, bytearray, numpy)."""
+    try:
+        m = memoryview(buf)
+    except TypeError:      # Python 2 ``buffer`` objects
+        return len(buf)
+    n = getattr(m, "nbytes", None)   # Python 2's memoryview has none
+    if n is None:
+        n = m.itemsize
+        for d in (m.shape or ()):
+            n *= d
+    return n
+
+
+class Client(object):
+    """A connection to the restoration server (a DEALER socket).
+
+    ``timeout`` bounds how long one operation waits for its final reply, in
+    seconds (None: wait forever); ``ping`` has its own short timeout so a
+    missing server is reported quickly.
+    """
+
+    POLL_MS = 50   # how often should_cancel is asked while a job runs
+
+    def __init__(self, address=DEFAULT_ADDRESS, timeout=600.0):
+        self.address = address
+        self.timeout = timeout
+        self._ctx = None
+        self._sock = None
+        self._alive = False
+
+    # -- socket handling --------------------------------------------------
+    def _socket(self):
+        if self._sock is None:
+            if self._ctx is None:
+                self._ctx = zmq.Context()
+            s = self._ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)      # never hang on exit when the server is gone
+            s.connect(self.address)
+            self._sock = s
+        return self._sock
+
+    def _reset(self):
+        """Drop the socket: late replies to abandoned requests die with it."""
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+        self._alive = False
+
+    def close(self):
+        """Close the socket and the context (safe to call twice)."""
+        self._reset()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- messaging ---------------------------------------------------------
+    def send(self, header, frames=()):
+        """Send one request: header (a dict; ``v`` and ``id`` are added) plus raw frames.
+        Returns the request id that the server's replies carry."""
+        h = dict(header)
+        h.setdefault("v", PROTOCOL_VERSION)
+        rid = h.setdefault("id", "%s" % uuid.uuid4().hex)   # text on Python 2 too
+        parts = [pack_header(h)] + list(frames)
+        s = self._socket()
+        # large pixel buffers go out without an extra copy
+        s.send_multipart(parts, copy=len(parts) == 1 or sum(_buffer_len(p) for p in parts[1:]) < 65536)
+        return rid
+
+    def receive(self, request_id, timeout, should_cancel=None, on_message=None):
+        """Wait for the final reply to ``request_id``; other requests' messages are
+        dropped. ``on_message(header, frames)`` sees every message of this request,
+        progress included. Returns ``(header, frames)`` of the final reply; raises
+        ServerError for an error reply."""
+        s = self._socket()
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            if should_cancel is not None and should_cancel():
+                return None
+            wait = self.POLL_MS if should_cancel is not None else 1000
+            if deadline is not None:
+                left = deadline - time.time()
+                if left <= 0:
+                    self._reset()
+                    raise ClientError(E_TIMEOUT, "no reply from %s within %.1f s" % (self.address, timeout))
+                wait = min(wait, max(1, int(left * 1000)))
+            if not s.poll(wait, zmq.POLLIN):
+                continue
+            parts = s.recv_multipart(copy=False)
+            try:
+                header = unpack_header(parts[0].bytes)
+            except Exception:
+                continue           # not ours to understand; keep waiting
+            if _text(header.get("id")) != request_id:
+                continue           # a late reply to an abandoned request
+            frames = parts[1:]
+            if on_message is not None:
+                on_message(header, frames)
+            kind = _text(header.get("type"))
+            if kind == T_ERROR:
+                code = _text(header.get("code")) or E_INTERNAL
+                message = _text(header.get("message")) or ""
+                if code == E_CANCELLED:
+                    raise Cancelled(message)
+                raise ServerError(code, message)
+            if kind == T_OK:
+                return header, frames
+
+    def call(self, op, fields=None, frames=(), timeout=None):
+        """One request/reply of ``op``: returns ``(header, frames)`` of the reply."""
+        h = dict(fields or {})
+        h["op"] = op
+        rid = self.send(h, frames)
+        return self.receive(rid, self.timeout if timeout is None else timeout)
+
+    # -- public operations -------------------------------------------------
+    def ping(self, timeout=1.5):
+        """Check the server answers; returns its reply (protocol and server version).
+        Raises ServerUnavailable after ``timeout`` seconds without an answer."""
+        try:
+            header, _ = self.call(OP_PING, timeout=timeout)
+        except ClientError as e:
+            if e.code != E_TIMEOUT:
+                raise
+            self._reset()
+            raise ServerUnavailable(self.address, "no answer to ping within %.1f s" % timeout)
+        self._alive = True
+        return header
+
+    def _ensure_server(self):
+        if not self._alive:
+            self.ping()
+
+    def info(self):
+        """Protocol and server version, device, weights identity, limits, options."""
+        self._ensure_server()
+        header, _ = self.call(OP_INFO)
+        return header
+
+    def cancel(self, job_id):
+        """Cancel a queued or running job; returns the reply (``state`` it was in)."""
+        self._ensure_server()
+        header, _ = self.call(OP_CANCEL, {"job": job_id}, timeout=5.0)
+        return header
+
+    def _image_request(self, op, pixels, width, height, channels, mask, options):
+        width, height, channels = int(width), int(height), int(channels)
+        if channels not in (1, 2, 3, 4):
+            raise ClientError(E_CLIENT_INPUT, "channels must be 1..4, got %d" % channels)
+        n = _buffer_len(pixels)
+        if n != width * height * channels:
+            raise ClientError(E_CLIENT_INPUT, "pixels hold %d bytes, %dx%dx%d needs %d"
+                              % (n, width, height, channels, width * height * channels))
+        frames = [pixels]
+        header = {"op": op, "width": width, "height": height, "channels": channels,
+                  "dtype": DTYPE_U8, "mask": mask is not None, "options": dict(options or {})}
+        if mask is not None:
+            if _buffer_len(mask) != width * height:
+                raise ClientError(E_CLIENT_INPUT, "mask holds %d bytes, %dx%d needs %d"
+                                  % (_buffer_len(mask), width, height, width * height))
+            frames.append(mask)
+        return header, frames
+
+    def restore(self, pixels, width, height, channels, mask=None, options=None,
+                progress=None, should_cancel=None):
+        """Restore a layer: ``pixels`` are u8 rows of ``width`` x ``channels`` bytes
+        (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA); ``mask`` u8 width x height, 255 =
+        defect, or None. ``options``: ``mask_threshold`` (int, default 128),
+        ``restrict_to_mask`` (bool: only the selection changes). ``progress(fraction,
+        stage)`` is called as the job advances; when ``should_cancel()`` returns
+        True the job is cancelled and Cancelled is raised. Returns
+        ``(result_bytes, meta)``, result in the same layout as ``pixels``."""
+        self._ensure_server()
+        header, frames = self._image_request(OP_RESTORE, pixels, width, height, channels,
+                                             mask, options)
+        rid = self.send(header, frames)
+        state = {"job": None}
+
+        def on_message(h, fr):
+            kind = _text(h.get("type"))
+            if kind == T_ACCEPTED:
+                state["job"] = _text(h.get("job"))
+                if progress is not None:
+                    progress(0.0, "queued")
+            elif kind == T_PROGRESS and progress is not None:
+                progress(float(h.get("fraction", 0.0)), _text(h.get("stage")) or "")
+
+        reply = self.receive(rid, self.timeout, should_cancel, on_message)
+        if reply is None:      # should_cancel said so
+            if state["job"] is not None:
+                try:
+                    self.call(OP_CANCEL, {"job": state["job"]}, timeout=2.0)
+                except ClientError:
+                    pass
+            self._reset()      # the abandoned job's last messages must not reach a later call
+            raise Cancelled("cancelled by the user")
+        h, fr = reply
+        if len(fr) != 1:
+            raise ServerError(E_FRAME_COUNT, "result has %d frames, expected 1" % len(fr))
+        meta = dict((_text(k), v) for k, v in h.items())
+        return fr[0].bytes, meta
+
+    def echo(self, pixels, width, height, channels, mask=None):
+        """Transport test: the server validates the image like a restore and sends the
+        pixels straight back without running the model. Returns the bytes."""
+        self._ensure_server()
+        header, frames = self._image_request(OP_ECHO, pixels, width, height, channels, mask, None)
+        h, fr = self.call(OP_ECHO, header, frames)
+        return fr[0].bytes

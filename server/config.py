@@ -1,0 +1,76 @@
+"""ServerConfig: every setting of the server in one typed dataclass.
+
+The command-line flags of ``python -m server`` are generated from these fields
+(server.cli.add_config_flags), so a setting is declared once, here.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from .client import DEFAULT_ADDRESS
+
+
+def _opt(help: str, **kw: Any) -> dict[str, Any]:
+    return {"help": help, **kw}
+
+
+@dataclass
+class ServerConfig:
+    """Settings of one server process."""
+
+    bind: str = field(default=DEFAULT_ADDRESS, metadata=_opt(
+        "ZeroMQ address to listen on: tcp://HOST:PORT (default port 5587) or ipc:///path"))
+    weights: Optional[str] = field(default=None, metadata=_opt(
+        "weight file (default: the weights shipped with oldphoto_model)"))
+    device: str = field(default="auto", metadata=_opt(
+        "where the model runs", choices=("auto", "cpu", "cuda")))
+    precision: str = field(default="auto", metadata=_opt(
+        "compute precision", choices=("auto", "fp32", "bf16", "fp16")))
+    max_pixels: int = field(default=40_000_000, metadata=_opt(
+        "largest image accepted, in pixels (width x height)"))
+    max_side: int = field(default=16384, metadata=_opt("largest width or height accepted"))
+    queue_size: int = field(default=8, metadata=_opt(
+        "jobs that may wait behind the running one; a full queue answers 'busy'"))
+    max_header_bytes: int = field(default=65536, metadata=_opt(
+        "largest msgpack header accepted"))
+    allow_remote: bool = field(default=False, metadata=_opt(
+        "allow binding to a non-loopback address (anyone who can reach it can use the server)"))
+
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot work."""
+        for name in ("max_pixels", "max_side", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.queue_size < 0:
+            raise ValueError(f"queue_size must be >= 0, got {self.queue_size}")
+        if not self.bind.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"bind address must start with tcp://, ipc:// or inproc://, got {self.bind!r}")
+        if not self.allow_remote and not is_local_address(self.bind):
+            raise ValueError(f"{self.bind} is not a loopback address: pass --allow-remote to "
+                             "listen on the network (the server has no authentication)")
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest frame a valid request can hold (an RGBA image at the pixel limit)."""
+        return self.max_pixels * 4
+
+
+def is_local_address(address: str) -> bool:
+    """True for ipc/inproc addresses and tcp on a loopback host (127.0.0.0/8, ::1, localhost)."""
+    if not address.startswith("tcp://"):
+        return True
+    host = urlsplit(address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:      # '*', an interface name, a DNS name: not provably local
+        return False
+
+
+def config_fields() -> list:
+    """The dataclass fields of ServerConfig (for flag generation and its test)."""
+    return list(fields(ServerConfig))

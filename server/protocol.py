@@ -1,0 +1,193 @@
+"""Server side of the wire protocol: decode and validate requests, build replies.
+
+Everything a client sends is checked here before it reaches the model; every
+problem becomes a ``ProtocolError`` with one of the stable codes of
+``server.client``. Headers are msgpack maps decoded with explicit size caps;
+nothing is ever unpickled. The format is documented in docs/protocol.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import msgpack
+import numpy as np
+
+from .client import (DTYPE_U8, E_BAD_OPTION, E_FRAME_COUNT, E_MALFORMED, E_MASK_SHAPE,
+                     E_SIZE_MISMATCH, E_TOO_LARGE, E_UNKNOWN_OP, E_UNSUPPORTED, E_VERSION,
+                     OP_CANCEL, OP_ECHO, OP_INFO, OP_PING, OP_RESTORE, OPS, PROTOCOL_VERSION,
+                     T_ERROR, pack_header)
+from .config import ServerConfig
+
+#: Options a restore accepts: name -> (type, default, description). Sent in ``info``.
+OPTIONS: dict[str, tuple[type, Any, str]] = {
+    "mask_threshold": (int, 128, "mask values >= this (1..255) count as defects"),
+    "restrict_to_mask": (bool, False, "blend the result into the original with the soft "
+                                      "mask, so only the selection changes"),
+}
+
+_MAX_ID_LEN = 128
+
+
+class ProtocolError(Exception):
+    """A request the server refuses: ``code`` (stable) and a human ``message``."""
+
+    def __init__(self, code: str, message: str, request_id: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+@dataclass
+class Request:
+    """A validated request. For restore/echo, ``image`` (H, W, C) and ``mask`` (H, W)
+    are read-only views of the received frames (no copy)."""
+
+    op: str
+    id: Any
+    job: Optional[str] = None
+    image: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def decode_header(data: bytes, max_bytes: int) -> dict:
+    """msgpack map -> dict, every container and string capped by the frame's size."""
+    if len(data) == 0:
+        raise ProtocolError(E_MALFORMED, "empty header frame")
+    if len(data) > max_bytes:
+        raise ProtocolError(E_MALFORMED, f"header of {len(data)} bytes exceeds {max_bytes}")
+    n = len(data)
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
+                              max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
+                              max_ext_len=n)
+    except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)
+        raise ProtocolError(E_MALFORMED, f"header is not valid msgpack ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(E_MALFORMED, f"header must be a msgpack map, got {type(obj).__name__}")
+    return obj
+
+
+def _request_id(header: dict) -> Any:
+    rid = header.get("id")
+    if rid is None or (isinstance(rid, (str, bytes)) and len(rid) <= _MAX_ID_LEN) or \
+            (isinstance(rid, int) and not isinstance(rid, bool) and -2**63 <= rid < 2**64):
+        return rid
+    return None   # an id we would not echo back safely
+
+
+def _int_field(header: dict, name: str, rid: Any) -> int:
+    v = header.get(name)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ProtocolError(E_MALFORMED, f"'{name}' must be an integer, got {type(v).__name__}", rid)
+    return v
+
+
+def _options(raw: Any, rid: Any) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ProtocolError(E_BAD_OPTION, f"'options' must be a map, got {type(raw).__name__}", rid)
+    out = {name: default for name, (_, default, _) in OPTIONS.items()}
+    for k, v in raw.items():
+        if k not in OPTIONS:
+            raise ProtocolError(E_BAD_OPTION, f"unknown option {str(k)[:40]!r}; supported: "
+                                f"{', '.join(OPTIONS)}", rid)
+        typ = OPTIONS[k][0]
+        if typ is int and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ProtocolError(E_BAD_OPTION, f"option '{k}' must be an integer", rid)
+        if typ is bool and not isinstance(v, bool):
+            raise ProtocolError(E_BAD_OPTION, f"option '{k}' must be true or false", rid)
+        out[k] = v
+    if not 1 <= out["mask_threshold"] <= 255:
+        raise ProtocolError(E_BAD_OPTION, f"mask_threshold must be in 1..255, got {out['mask_threshold']}", rid)
+    return out
+
+
+def _image(header: dict, frames: Sequence, cfg: ServerConfig, rid: Any
+           ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    dtype = header.get("dtype", DTYPE_U8)
+    if dtype != DTYPE_U8:
+        raise ProtocolError(E_UNSUPPORTED, f"dtype {str(dtype)[:20]!r} is not supported (only 'u8')", rid)
+    w, h, c = (_int_field(header, k, rid) for k in ("width", "height", "channels"))
+    if c not in (1, 2, 3, 4):
+        raise ProtocolError(E_UNSUPPORTED, f"channels must be 1 (gray), 2 (gray+alpha), 3 (RGB) "
+                            f"or 4 (RGBA), got {c}", rid)
+    if w < 1 or h < 1:
+        raise ProtocolError(E_MALFORMED, f"image size must be positive, got {w}x{h}", rid)
+    if w > cfg.max_side or h > cfg.max_side or w * h > cfg.max_pixels:
+        raise ProtocolError(E_TOO_LARGE, f"image {w}x{h} exceeds the server's limits "
+                            f"({cfg.max_pixels} pixels, {cfg.max_side} per side): restore a "
+                            "smaller region", rid)
+    has_mask = header.get("mask", False)
+    if not isinstance(has_mask, bool):
+        raise ProtocolError(E_MALFORMED, "'mask' must be true or false", rid)
+    want = 2 if has_mask else 1
+    if len(frames) != want:
+        raise ProtocolError(E_FRAME_COUNT, f"expected {want} frame(s) after the header "
+                            f"(pixels{', mask' if has_mask else ''}), got {len(frames)}", rid)
+    pix = memoryview(frames[0])
+    if pix.nbytes != w * h * c:
+        raise ProtocolError(E_SIZE_MISMATCH, f"pixel frame holds {pix.nbytes} bytes, "
+                            f"{w}x{h}x{c} u8 needs {w * h * c}", rid)
+    image = np.frombuffer(pix, dtype=np.uint8).reshape(h, w, c)
+    mask = None
+    if has_mask:
+        mv = memoryview(frames[1])
+        if mv.nbytes != w * h:
+            mh = header.get("mask_height"), header.get("mask_width")
+            raise ProtocolError(E_MASK_SHAPE, f"mask frame holds {mv.nbytes} bytes, the {w}x{h} "
+                                f"image needs a {w}x{h} u8 mask ({w * h} bytes)"
+                                + (f"; header says {mh[1]}x{mh[0]}" if None not in mh else ""), rid)
+        mask = np.frombuffer(mv, dtype=np.uint8).reshape(h, w)
+    return image, mask
+
+
+def parse_request(frames: Sequence, cfg: ServerConfig) -> Request:
+    """Validate one request (the frames after the ROUTER identity). Raises ProtocolError."""
+    if not frames:
+        raise ProtocolError(E_FRAME_COUNT, "empty message: expected a header frame")
+    header = decode_header(bytes(frames[0]), cfg.max_header_bytes)
+    rid = _request_id(header)
+    version = header.get("v")
+    if version is None:
+        raise ProtocolError(E_MALFORMED, "header lacks the protocol version 'v'", rid)
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError(E_VERSION, f"protocol version {str(version)[:20]} is not supported: "
+                            f"this server speaks version {PROTOCOL_VERSION}; update the plug-in "
+                            "or the server so both match", rid)
+    op = header.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(E_MALFORMED, "header lacks the operation 'op'", rid)
+    if op not in OPS:
+        raise ProtocolError(E_UNKNOWN_OP, f"unknown operation {op[:40]!r}; supported: {', '.join(OPS)}", rid)
+    rest = frames[1:]
+    if op in (OP_PING, OP_INFO, OP_CANCEL):
+        if rest:
+            raise ProtocolError(E_FRAME_COUNT, f"'{op}' takes no frames after the header, got {len(rest)}", rid)
+        if op == OP_CANCEL:
+            job = header.get("job")
+            if not isinstance(job, str) or not 0 < len(job) <= _MAX_ID_LEN:
+                raise ProtocolError(E_MALFORMED, "'cancel' needs the job id string 'job'", rid)
+            return Request(op, rid, job=job)
+        return Request(op, rid)
+    assert op in (OP_RESTORE, OP_ECHO)
+    image, mask = _image(header, rest, cfg, rid)
+    options = _options(header.get("options"), rid) if op == OP_RESTORE else {}
+    return Request(op, rid, image=image, mask=mask, options=options)
+
+
+def reply(rid: Any, kind: str, **fields: Any) -> bytes:
+    """A reply header: ``{"v", "id", "type", **fields}`` packed with msgpack."""
+    return pack_header({"v": PROTOCOL_VERSION, "id": rid, "type": kind, **fields})
+
+
+def error_reply(rid: Any, code: str, message: str, **fields: Any) -> bytes:
+    """A typed error reply header."""
+    return reply(rid, T_ERROR, code=code, message=message, **fields)
+
+
+__all__ = ["OPTIONS", "ProtocolError", "Request", "decode_header", "parse_request", "reply",
+           "error_reply", "OP_CANCEL", "OP_ECHO", "OP_INFO", "OP_PING", "OP_RESTORE"]

@@ -1,0 +1,265 @@
+"""The model thread: a bounded FIFO of restore jobs, run one at a time.
+
+The ROUTER socket belongs to the I/O thread (ZeroMQ sockets are not thread-safe),
+so the worker never touches it: everything it has to say (progress, results,
+errors) goes over an inproc PUSH socket as ``[job_id, identity, header, *frames]``
+and the I/O thread forwards it. Cancellation is cooperative: a flag on the job,
+checked at every progress report of the pipeline and, through forward
+pre-hooks, before every network module that is called as a module (the
+pipeline's memory-lean executor runs its conv stacks functionally, so inside
+those stacks the next check is the next stage boundary).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import zmq
+
+from oldphoto_model import DEFAULT_MASK_THRESHOLD, AttentionOptions, Cancelled, InputError, Restorer
+from oldphoto_model.pipeline import Progress
+
+from . import protocol
+from .client import E_CANCELLED, E_INTERNAL, E_OOM, E_UNSUPPORTED, T_OK, T_PROGRESS
+
+log = logging.getLogger("oldphoto.server")
+
+_OOM_TYPES: tuple[type, ...] = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+
+#: Attention settings of the low-memory retry after an out-of-memory error:
+#: small score-matrix chunks and small tiles (same result up to rounding).
+LOW_MEMORY_ATTENTION = AttentionOptions(backend="chunked", hole_only=True, chunk_elements=1 << 20, tile=16)
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA/CPU allocation failure, whatever type the backend used for it."""
+    return isinstance(e, _OOM_TYPES) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+class Busy(Exception):
+    """The queue is full."""
+
+
+@dataclass
+class Job:
+    """One restore request. ``identity``/``request_id`` route its replies."""
+
+    identity: bytes
+    request_id: Any
+    image: np.ndarray
+    mask: Optional[np.ndarray]
+    options: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = "cancelled by request"
+    state: str = "queued"
+    submitted: float = field(default_factory=time.monotonic)
+
+
+class Worker(threading.Thread):
+    """Runs queued jobs on one Restorer; talks to the I/O thread via ``events_address``."""
+
+    def __init__(self, restorer: Restorer, context: zmq.Context, events_address: str,
+                 queue_size: int, info: Optional[dict] = None) -> None:
+        super().__init__(name="oldphoto-worker", daemon=True)
+        self.restorer = restorer
+        self.context = context
+        self.events_address = events_address
+        self.queue_size = queue_size
+        self.meta_base = dict(info or {})
+        self._queue: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._current: Optional[Job] = None
+        self._stopping = False
+        self.stats = collections.Counter()
+        self._hooks = [m.register_forward_pre_hook(self._check_cancel)
+                       for m in restorer.model.modules()]
+
+    # -- called from the I/O thread ----------------------------------------
+    def submit(self, job: Job) -> int:
+        """Queue ``job``; returns how many jobs run or wait before it. Raises Busy."""
+        with self._cond:
+            idle = self._current is None and not self._queue
+            if len(self._queue) >= self.queue_size and not idle:
+                self._count("busy")
+                raise Busy()
+            ahead = len(self._queue) + (self._current is not None)
+            self._queue.append(job)
+            self._cond.notify()
+        return ahead
+
+    def cancel(self, job_id: str, reason: str = "cancelled by request") -> tuple[Optional[str], Optional[Job]]:
+        """Cancel a job. Returns (state it was in, the job if it was removed from the
+        queue: the caller then sends its final reply) or (None, None) if unknown."""
+        with self._cond:
+            cur = self._current
+            if cur is not None and cur.id == job_id:
+                cur.cancel_reason = reason
+                cur.cancel.set()
+                return "running", None
+            for job in self._queue:
+                if job.id == job_id:
+                    self._queue.remove(job)
+                    job.state = "cancelled"
+                    job.cancel_reason = reason
+                    job.cancel.set()
+                    self._count("dropped" if reason.startswith("client") else "cancelled")
+                    return "queued", job
+        return None, None
+
+    def _count(self, key: str) -> None:
+        with self._cond:     # re-entrant: also called with the lock held
+            self.stats[key] += 1
+
+    def stats_snapshot(self) -> dict[str, int]:
+        """A copy of the job counters (completed, cancelled, dropped, failed, busy)."""
+        with self._cond:
+            return dict(self.stats)
+
+    def queue_state(self) -> dict[str, int]:
+        """How many jobs wait and whether one runs."""
+        with self._cond:
+            return {"queued": len(self._queue), "running": int(self._current is not None)}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel the running job, drop the queue, end the thread."""
+        with self._cond:
+            self._stopping = True
+            if self._current is not None:
+                self._current.cancel_reason = "server shutting down"
+                self._current.cancel.set()
+            self._queue.clear()
+            self._cond.notify_all()
+        self.join(timeout)
+        for h in self._hooks:
+            h.remove()
+
+    # -- the worker thread ---------------------------------------------------
+    def _check_cancel(self, module: torch.nn.Module, args: Any) -> None:
+        job = self._current
+        if job is not None and job.cancel.is_set():
+            raise Cancelled(job.cancel_reason)
+
+    def run(self) -> None:
+        out = self.context.socket(zmq.PUSH)
+        out.setsockopt(zmq.LINGER, 0)
+        out.connect(self.events_address)
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._stopping:
+                        self._cond.wait()
+                    if self._stopping:
+                        return
+                    job = self._queue.popleft()
+                    job.state = "running"
+                    self._current = job
+                try:
+                    self._run_job(job, out)
+                finally:
+                    with self._cond:
+                        self._current = None
+        finally:
+            out.close(0)
+
+    def _emit(self, out: zmq.Socket, job: Job, header: bytes, frames: tuple = ()) -> None:
+        out.send_multipart([job.id.encode(), job.identity, header, *frames], copy=False)
+
+    def _run_job(self, job: Job, out: zmq.Socket) -> None:
+        started = time.monotonic()
+
+        def progress(fraction: float, stage: str) -> None:
+            if job.cancel.is_set():
+                raise Cancelled(job.cancel_reason)
+            self._emit(out, job, protocol.reply(job.request_id, T_PROGRESS, job=job.id,
+                                                fraction=float(fraction), stage=stage))
+
+        try:
+            progress(0.0, "start")   # also tells the I/O thread early if the client is gone
+            result, low_memory = self._restore(job, progress)
+        except Cancelled as e:
+            job.state = "cancelled"
+            self._count("dropped" if job.cancel_reason.startswith("client") else "cancelled")
+            log.info("job %s cancelled after %.2f s: %s", job.id, time.monotonic() - started, job.cancel_reason)
+            self._emit(out, job, protocol.error_reply(job.request_id, E_CANCELLED, str(e) or job.cancel_reason,
+                                                      job=job.id))
+            return
+        except InputError as e:     # the protocol checks make this unreachable; kept as a guard
+            job.state = "failed"
+            self._count("failed")
+            self._emit(out, job, protocol.error_reply(job.request_id, E_UNSUPPORTED, str(e), job=job.id))
+            return
+        except Exception as e:
+            job.state = "failed"
+            self._count("failed")
+            log.exception("job %s failed", job.id)
+            if is_oom(e):
+                code, msg = E_OOM, ("out of memory even on the low-memory path: restore a smaller "
+                                    f"region or use a smaller selection ({str(e)[:200]})")
+            else:
+                code, msg = E_INTERNAL, f"{type(e).__name__}: {str(e)[:500]}"
+            self._emit(out, job, protocol.error_reply(job.request_id, code, msg, job=job.id))
+            return
+        job.state = "done"
+        self._count("completed")
+        h, w = job.image.shape[:2]
+        log.info("job %s: %dx%dx%d%s restored in %.2f s%s", job.id, w, h, job.image.shape[2],
+                 " + mask" if job.mask is not None else "", time.monotonic() - started,
+                 " (low-memory path)" if low_memory else "")
+        meta = dict(self.meta_base, job=job.id, width=w, height=h, channels=job.image.shape[2],
+                    seconds=round(time.monotonic() - started, 4),
+                    queued_seconds=round(started - job.submitted, 4),
+                    low_memory=low_memory, options=job.options)
+        self._emit(out, job, protocol.reply(job.request_id, T_OK, **meta), (result,))
+
+    def _restore(self, job: Job, progress: Progress) -> tuple[np.ndarray, bool]:
+        image = np.array(job.image)          # writable, owned copy (the frame is read-only)
+        mask = None if job.mask is None else np.array(job.mask)
+        return restore_image(self.restorer, image, mask, job.options, progress)
+
+
+def restore_image(restorer: Restorer, image: np.ndarray, mask: Optional[np.ndarray],
+                  options: dict[str, Any], progress: Optional[Progress] = None) -> tuple[np.ndarray, bool]:
+    """What a restore job computes, shared by the worker and ``restore --in-process``:
+    the pipeline, a low-memory retry after an out-of-memory error, and the
+    ``restrict_to_mask`` blend. Returns (result, whether the low-memory path ran)."""
+    threshold = options.get("mask_threshold", DEFAULT_MASK_THRESHOLD)
+    out, low_memory = None, False
+    try:
+        out = restorer.restore(image, mask, threshold, progress)
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        low_memory = True
+    if low_memory:
+        # retried outside the except block, so the failed attempt's tensors
+        # (held by the traceback) are freed first
+        if restorer.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if progress is not None:
+            progress(0.0, "low-memory retry")
+        saved = restorer.attention
+        restorer.attention = LOW_MEMORY_ATTENTION
+        try:
+            out = restorer.restore(image, mask, threshold, progress)
+        finally:
+            restorer.attention = saved
+    if options.get("restrict_to_mask") and mask is not None:
+        out = blend(image, out, mask)
+    return np.ascontiguousarray(out), low_memory
+
+
+def blend(original: np.ndarray, restored: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """original * (1 - a) + restored * a with a = mask / 255 (a feathered selection
+    blends smoothly; 0 keeps the original exactly, 255 takes the result)."""
+    a = mask.astype(np.float32)[..., None] / 255.0
+    o = original.reshape(restored.shape[0], restored.shape[1], -1).astype(np.float32)
+    r = restored.reshape(o.shape).astype(np.float32)
+    return np.clip(np.rint(o + (r - o) * a), 0, 255).astype(np.uint8).reshape(restored.shape)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny random-weight model (made here, never shipped) and a
+real server on loopback TCP, run in a background thread of the test process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from oldphoto_model import (MappingConfig, ModelConfig, Restorer, RestorationModel, VAEConfig,
+                            load_model, save_model)
+from server.app import Server
+from server.config import ServerConfig
+
+from .helpers import TEST_LIMITS
+
+
+@pytest.fixture(scope="session")
+def weights_path(tmp_path_factory) -> Path:
+    """Random weights of a tiny model; the nonlocal block's nu starts at zero, so it
+    is randomised too, otherwise the mask would not change the result."""
+    torch.manual_seed(1234)
+    model = RestorationModel(ModelConfig(vae=VAEConfig(channels=16),
+                                         mapping=MappingConfig(latent_channels=16, width=32)))
+    torch.nn.init.normal_(model.mapping.global_branch.nu.weight, std=0.1)
+    path = tmp_path_factory.mktemp("weights") / "w.pt"
+    save_model(model, path, metadata={"purpose": "test, random weights"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference(weights_path) -> Restorer:
+    """The in-process pipeline the server's results are compared with (its own copy
+    of the model, so it never shares state with the server's worker)."""
+    return Restorer(load_model(weights_path), device="cpu", precision="fp32")
+
+
+def make_restorer(weights_path) -> Restorer:
+    return Restorer(load_model(weights_path), device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def server(weights_path):
+    """A server on a free loopback port for the whole session."""
+    srv = Server(ServerConfig(bind="tcp://127.0.0.1:*", **TEST_LIMITS), make_restorer(weights_path))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def address(server) -> str:
+    return server.endpoint

@@ -1,0 +1,157 @@
+"""The client module alone: absent server, crop_plan, Python 2.7 compatibility."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.client import (DEFAULT_ADDRESS, DEFAULT_PORT, START_HINT, Client, ClientError,
+                           ServerUnavailable, crop_plan)
+
+from .helpers import free_port, random_image, random_mask
+
+CLIENT = Path(__file__).resolve().parents[2] / "server" / "client.py"
+
+
+def test_constants():
+    assert DEFAULT_PORT == 5587 and DEFAULT_ADDRESS == "tcp://127.0.0.1:5587"
+    assert "python -m server" in START_HINT and "oldphoto-server" in START_HINT
+
+
+@pytest.mark.parametrize("call", ["ping", "info", "restore"])
+def test_absent_server_is_reported_within_3_s(call):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.time()
+    with Client(address) as cl, pytest.raises(ServerUnavailable) as e:
+        if call == "restore":
+            cl.restore(bytes(12), 2, 2, 3)
+        else:
+            getattr(cl, call)()
+    assert time.time() - t0 < 3.0
+    assert address in e.value.message and START_HINT in e.value.message
+    assert e.value.code == "server_unavailable"
+
+
+def test_client_checks_sizes_before_sending(address):
+    with Client(address) as cl, pytest.raises(ClientError) as e:
+        cl.restore(bytes(11), 2, 2, 3)
+    assert e.value.code == "client_input"
+
+
+def test_client_accepts_numpy_and_bytearray(address, reference):
+    img = random_image(3, 12, 16, 3)
+    with Client(address) as cl:
+        a, _ = cl.restore(img, 16, 12, 3)
+        b, _ = cl.restore(bytearray(img.tobytes()), 16, 12, 3)
+    assert a == b == reference.restore(img).tobytes()
+
+
+@pytest.mark.parametrize("bbox,margin,expected", [
+    (None, 10, (0, 0, 100, 80)),                  # no selection: whole layer
+    ((0, 0, 0, 0), 10, (0, 0, 100, 80)),          # empty selection: whole layer
+    ((40, 30, 10, 10), 8, (32, 20, 28, 28)),      # grown by 8, snapped outwards to 4
+    ((41, 31, 9, 9), 0, (40, 28, 12, 12)),
+    ((2, 3, 5, 5), 16, (0, 0, 24, 24)),           # clipped at the top-left
+    ((90, 70, 10, 10), 16, (72, 52, 28, 28)),     # clipped at the bottom-right
+    ((-50, -50, 10, 10), 0, (0, 0, 100, 80)),     # outside the layer: whole layer
+])
+def test_crop_plan(bbox, margin, expected):
+    assert crop_plan(100, 80, bbox, margin) == expected
+
+
+def test_crop_plan_contains_the_box_with_margin():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        W, H = rng.integers(1, 300, 2)
+        x, y = rng.integers(0, W), rng.integers(0, H)
+        w, h = rng.integers(1, W - x + 1), rng.integers(1, H - y + 1)
+        m = int(rng.integers(0, 50))
+        cx, cy, cw, ch = crop_plan(W, H, (x, y, w, h), m)
+        assert 0 <= cx <= max(0, x - m) and 0 <= cy <= max(0, y - m)
+        assert min(W, x + w + m) <= cx + cw <= W and min(H, y + h + m) <= cy + ch <= H
+        assert cx % 4 == 0 and cy % 4 == 0
+
+
+def test_importing_the_client_does_not_import_torch():
+    code = "import sys, server.client; print('torch' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=CLIENT.parents[1]).stdout.split()
+    assert out == ["False", "False"]
+
+
+def test_client_is_python_2_7_compatible_per_vermin():
+    vermin = shutil.which("vermin")
+    if vermin is None:
+        pytest.skip("vermin is not installed (pip install vermin); Python 2.7 syntax check not run")
+    r = subprocess.run([vermin, "-t=2.7-", "-t=3.6-", "--no-tips", "--violations", str(CLIENT)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _python2():
+    """A Python 2.7 with pyzmq and msgpack, if this machine has one."""
+    candidates = [os.environ.get("OLDPHOTO_PYTHON2", ""), shutil.which("python2.7") or "",
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/python")))]
+    for exe in filter(None, candidates):
+        try:
+            r = subprocess.run([exe, "-c", "import sys, zmq, msgpack; assert sys.version_info[0] == 2"],
+                               capture_output=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if r.returncode == 0:
+            return exe
+    return None
+
+
+PY2_SCRIPT = r"""
+from __future__ import print_function
+import sys, hashlib, time
+import oldphoto_client as oc
+addr, w, h, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+pixels = open(sys.argv[5], "rb").read()
+mask = open(sys.argv[6], "rb").read()
+with oc.Client(addr) as cl:
+    assert cl.ping()["protocol"] == oc.PROTOCOL_VERSION
+    stages = []
+    out, meta = cl.restore(pixels, w, h, c, mask=mask, options={"restrict_to_mask": True},
+                           progress=lambda f, s: stages.append(s))
+    assert isinstance(out, bytes) and stages[-1] == "done", stages
+    print(hashlib.sha256(out).hexdigest())
+    print(meta["device"])
+t0 = time.time()
+try:
+    oc.Client(sys.argv[7]).ping()
+except oc.ServerUnavailable as e:
+    assert "python -m server" in e.message
+    print("unavailable %.1f" % (time.time() - t0))
+"""
+
+
+def test_client_runs_on_python_2_7(address, reference, tmp_path):
+    py2 = _python2()
+    if py2 is None:
+        pytest.skip("no Python 2.7 with pyzmq and msgpack here (set OLDPHOTO_PYTHON2); "
+                    "vermin checks the syntax instead")
+    shutil.copy(CLIENT, tmp_path / "oldphoto_client.py")     # the installer's copy, alone
+    (tmp_path / "run.py").write_text(PY2_SCRIPT)
+    img, mask = random_image(21, 30, 26, 4), random_mask(21, 30, 26)
+    (tmp_path / "p.bin").write_bytes(img.tobytes())
+    (tmp_path / "m.bin").write_bytes(mask.tobytes())
+    r = subprocess.run([py2, "run.py", address, "26", "30", "4", "p.bin", "m.bin",
+                        f"tcp://127.0.0.1:{free_port()}"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    digest, device, unavailable = r.stdout.strip().splitlines()
+    from server.worker import blend
+    expected = blend(img, reference.restore(img, mask), mask)
+    import hashlib
+    assert digest == hashlib.sha256(expected.tobytes()).hexdigest()
+    assert device == "cpu"
+    assert float(unavailable.split()[1]) < 3.0
