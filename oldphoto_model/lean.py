@@ -11,6 +11,8 @@ of the widest layer instead of three or four.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -118,11 +120,19 @@ def instance_norm_(x: torch.Tensor, eps: float = 1e-5, band_elements: int = DEFA
     return x.sub_(mean.to(x.dtype)).mul_(torch.rsqrt(var + eps).view(n, c, 1, 1).to(x.dtype))
 
 
+def count_layers(module: nn.Module) -> int:
+    """How many times ``lean_forward`` calls ``tick`` for ``module``."""
+    leaves = [m for m in module.modules() if not list(m.children())]
+    return sum(1 for m in leaves if not isinstance(m, nn.ReflectionPad2d)) or 1
+
+
 def lean_forward(module: nn.Module, x: torch.Tensor, band_elements: int = DEFAULT_BAND_ELEMENTS,
-                 _owned: bool = False) -> torch.Tensor:
+                 tick: Optional[Callable[[], None]] = None, _owned: bool = False) -> torch.Tensor:
     """Run ``module`` (a Sequential of the layer types of ``archs``) on x exactly as
     ``module(x)`` would, with in-place elementwise layers and banded convolutions.
-    Inference only (in-place ops). ``x`` is never modified."""
+    Inference only (in-place ops). ``x`` is never modified. ``tick()`` is called
+    after every layer (progress, and a place where a cancel can raise)."""
+    tick = tick or (lambda: None)
     if isinstance(module, nn.Sequential):
         layers = list(module)
         i = 0
@@ -134,14 +144,17 @@ def lean_forward(module: nn.Module, x: torch.Tensor, band_elements: int = DEFAUL
                 if len(set(pad)) != 1:
                     raise ValueError(f"asymmetric padding {pad} is not supported")
                 x = _conv_banded(x, layers[i + 1], pad[0], band_elements)
+                tick()
                 owned, i = True, i + 2
                 continue
-            x = lean_forward(layer, x, band_elements, owned)
+            x = lean_forward(layer, x, band_elements, tick, owned)
+            if not isinstance(layer, (nn.Sequential, ResBlock)):
+                tick()
             owned = owned or not isinstance(layer, (nn.ReLU, nn.Tanh, nn.InstanceNorm2d))
             i += 1
         return x
     if isinstance(module, ResBlock):
-        y = lean_forward(module.body, x, band_elements)
+        y = lean_forward(module.body, x, band_elements, tick)
         return y.add_(x)
     if isinstance(module, nn.Conv2d):
         return _conv_banded(x, module, 0, band_elements)

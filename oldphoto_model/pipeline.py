@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
-from .lean import DEFAULT_BAND_ELEMENTS, lean_forward
+from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent
 
 #: Progress callback: (fraction done in [0, 1], stage name). It may raise (e.g.
@@ -95,24 +95,33 @@ class Restorer:
         report = progress or (lambda f, s: None)
         m = self.model
 
-        def run(module, t):
-            return lean_forward(module, t, self.band_elements)
+        def stage(module, t, lo, hi, name):
+            # per-layer progress: finer bars, and a cancel raised by ``progress`` lands within a layer
+            n, done = count_layers(module), [0]
+
+            def tick():
+                done[0] += 1
+                report(lo + (hi - lo) * min(1.0, done[0] / n), name)
+            report(lo, name)
+            return lean_forward(module, t, self.band_elements, tick)
+
         x = x.to(self.device).contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            report(0.0, "encode")
-            z = run(m.encoder_a.net, x)
+            z = stage(m.encoder_a.net, x, 0.0, 0.15, "encode")
             del x
-            report(0.15, "map")
             lat = None
             if defect is not None and bool(defect.any()):
                 lat = mask_to_latent(defect.to(self.device), self.multiple)
+            spans = iter([(0.15, 0.25, "map"), (0.25, 0.6, "map")])
+
+            def run(module, t):
+                lo, hi, name = next(spans)
+                return stage(module, t, lo, hi, name)
             _, fused = m.mapping.forward_features(z, lat, self.attention, run)
             del z
-            report(0.75, "map-tail")
-            w = run(m.mapping.tail, fused)
+            w = stage(m.mapping.tail, fused, 0.75, 0.85, "map-tail")
             del fused
-            report(0.85, "decode")
-            y = run(m.decoder_b.net, w)
+            y = stage(m.decoder_b.net, w, 0.85, 1.0, "decode")
         report(1.0, "done")
         return y.float()
 
@@ -127,7 +136,9 @@ class Restorer:
         image, mask = _check(image, mask)
         h, w, c = image.shape
         color = image[:, :, :3] if c >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
-        x = torch.from_numpy(np.ascontiguousarray(color)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        # a copy when the caller's buffer is read-only (torch warns on such arrays)
+        color = np.ascontiguousarray(color) if color.flags.writeable else np.array(color)
+        x = torch.from_numpy(color).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         ph, pw = _pad_amounts(h, self.multiple), _pad_amounts(w, self.multiple)
         x = _pad(x, ph, pw)
         defect = None

@@ -94,15 +94,20 @@ def test_progress_in_order_and_cancel(restorer):
     seen = []
     restorer.restore(_img((32, 32, 3)), _scratch(32, 32), progress=lambda f, s: seen.append(f))
     assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 1.0
+    assert len(seen) > 30, "progress (and cancel checks) must come per layer, not per stage"
 
     class Stop(Exception):
         pass
 
+    calls = []
+
     def cancel(f, s):
-        if s == "map":
+        calls.append(s)
+        if len(calls) == 3:         # inside the encoder, two layers in
             raise Stop()
     with pytest.raises(Stop):
         restorer.restore(_img((32, 32, 3)), progress=cancel)
+    assert calls == ["encode"] * 3
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
