@@ -18,6 +18,7 @@ import gimp3  # noqa: E402
 
 from gimp_plugin import installer  # noqa: E402
 from gimp_plugin.common import oldphoto_common as common  # noqa: E402
+from gimp_plugin.testing.selections import scratch_selection, selection_in_layer  # noqa: E402
 from gimp_plugin.testing.server_process import (ServerProcess, free_port, make_weights,  # noqa: E402
                                                 reference)
 
@@ -48,38 +49,6 @@ def photo(h, w, c, seed):
         alpha[: h // 5, : w // 5] = 128
         img = np.concatenate([img, alpha], -1)
     return np.ascontiguousarray(img), scratch
-
-
-def feathered(mask, canvas_shape, offset):
-    """The scratch (layer coordinates) as an image-sized selection, grown by 1 px at
-    full strength and feathered by a 1-px ring of 100 (below the server's threshold)."""
-    H, W = canvas_shape
-    ox, oy = offset
-    m = mask.copy()
-    grown = m.copy()
-    grown[1:] |= m[:-1]
-    grown[:-1] |= m[1:]
-    ring = np.zeros_like(m)
-    ring[1:] |= grown[:-1]
-    ring[:-1] |= grown[1:]
-    ring &= ~grown
-    sel = np.zeros((H, W), np.uint8)
-    layer_sel = np.where(grown, 255, np.where(ring, 100, 0)).astype(np.uint8)
-    h, w = mask.shape
-    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
-    sel[ys, xs] = layer_sel[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
-    return sel
-
-
-def layer_mask(sel, layer_shape, offset):
-    """The image-sized selection seen in layer coordinates (0 outside the canvas)."""
-    h, w = layer_shape
-    ox, oy = offset
-    H, W = sel.shape
-    out = np.zeros((h, w), np.uint8)
-    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
-    out[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = sel[ys, xs]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +97,17 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
     W, H = 160, 120
     img0, scr0 = photo(H, W, 3, 0)
     Image.fromarray(img0).save(share / "photo_0.png")
-    sel0 = feathered(scr0, (H, W), (0, 0))
+    sel0 = scratch_selection(scr0, (H, W), (0, 0))
     cases.append(dict(png="photo_0.png", channels=3, canvas=[W, H], selection=True,
                       args={"server-address": server.address}))
     expect.append(("restrict", img0, sel0, sel0))
     # 1: RGBA layer larger than the canvas, offset up-left; restore the whole layer with the mask
     lw, lh, off = 150, 110, (-20, -12)
     img1, scr1 = photo(lh, lw, 4, 1)
-    sel1 = feathered(scr1, (96, 128), off)
+    sel1 = scratch_selection(scr1, (96, 128), off)
     cases.append(dict(channels=4, canvas=[128, 96], layer_size=[lw, lh], offsets=list(off), selection=True,
                       args={"server-address": server.address, "restrict-to-selection": False}))
-    expect.append(("full", img1, layer_mask(sel1, (lh, lw), off), sel1))
+    expect.append(("full", img1, selection_in_layer(sel1, (lh, lw), off), sel1))
     # 2: gray layer smaller than the canvas, no selection: the whole layer, no mask
     img2, _ = photo(64, 90, 1, 2)
     cases.append(dict(channels=1, canvas=[128, 96], layer_size=[90, 64], offsets=[17, 9], selection=False,
@@ -146,10 +115,10 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
     expect.append(("full", img2, None, None))
     # 3: gray+alpha, offset into the canvas, selection partly outside the layer
     img3, scr3 = photo(70, 100, 2, 3)
-    sel3 = feathered(scr3, (96, 128), (40, 30))
+    sel3 = scratch_selection(scr3, (96, 128), (40, 30))
     cases.append(dict(channels=2, canvas=[128, 96], layer_size=[100, 70], offsets=[40, 30], selection=True,
                       args={"server-address": server.address}))
-    expect.append(("restrict", img3, layer_mask(sel3, (70, 100), (40, 30)), sel3))
+    expect.append(("restrict", img3, selection_in_layer(sel3, (70, 100), (40, 30)), sel3))
     # 4: no server: an error status whose message says how to start it; nothing made
     cases.append(dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=False,
                       args={"server-address": dead}))

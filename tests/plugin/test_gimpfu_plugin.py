@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from gimp_plugin.testing.server_process import ServerProcess, free_port, reference
+from gimp_plugin.testing.selections import scratch_selection, selection_in_layer
 from server.client import crop_plan
 
 PROC = "python_fu_oldphoto_restore"
@@ -48,35 +49,6 @@ def make_image(g, canvas, layer_size, c, offsets, pixels, selection=None, above_
     image.undo_stack.clear()
     image.clean_all()
     return image, layer
-
-
-def selection_for(scratch, canvas, offset, feather=True):
-    """Image-sized selection of the (layer-coordinate) scratch: 255 on it, a ring of
-    100 around it when feathered (below the server's threshold 128)."""
-    W, H = canvas
-    h, w = scratch.shape
-    grown = scratch.copy()
-    grown[1:] |= scratch[:-1]
-    ring = np.zeros_like(scratch)
-    ring[1:] |= grown[:-1]
-    ring[:-1] |= grown[1:]
-    ring &= ~grown
-    lay = np.where(grown, 255, np.where(ring, 100 if feather else 0, 0)).astype(np.uint8)
-    sel = np.zeros((H, W), np.uint8)
-    ox, oy = offset
-    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
-    sel[ys, xs] = lay[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
-    return sel
-
-
-def in_layer(sel, layer_shape, offset):
-    h, w = layer_shape
-    ox, oy = offset
-    H, W = sel.shape
-    out = np.zeros((h, w), np.uint8)
-    ys, xs = slice(max(0, oy), min(H, oy + h)), slice(max(0, ox), min(W, ox + w))
-    out[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = sel[ys, xs]
-    return out
 
 
 def bbox(mask):
@@ -119,7 +91,7 @@ def test_registration(gimp2):
 
 def test_rgb_feathered_selection_only_selection_changes(gimp2, server):
     img, scratch = photo(90, 140, 3, 0)
-    sel = selection_for(scratch, (140, 90), (0, 0))
+    sel = scratch_selection(scratch, (90, 140), (0, 0))
     image, layer = make_image(gimp2, (140, 90), (140, 90), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
     getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
@@ -130,11 +102,11 @@ def test_rgb_feathered_selection_only_selection_changes(gimp2, server):
 def test_rgba_layer_larger_than_canvas_whole_layer(gimp2, server):
     img, scratch = photo(110, 150, 4, 1)
     off = (-20, -12)
-    sel = selection_for(scratch, (128, 96), off)
+    sel = scratch_selection(scratch, (96, 128), off)
     image, layer = make_image(gimp2, (128, 96), (150, 110), 4, off, img, sel)
     before, original = list(image.layers), layer.pixels()
     getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, False, False, server.address)
-    want = reference(server.weights, img, in_layer(sel, (110, 150), off))
+    want = reference(server.weights, img, selection_in_layer(sel, (110, 150), off))
     check_success(gimp2, image, layer, before, original, want)
 
 
@@ -149,19 +121,19 @@ def test_gray_layer_smaller_than_canvas_no_selection(gimp2, server):
 def test_gray_alpha_selection_partly_outside_layer(gimp2, server):
     img, scratch = photo(70, 100, 2, 3)
     off = (40, 30)
-    sel = selection_for(scratch, (128, 96), off)
+    sel = scratch_selection(scratch, (96, 128), off)
     sel[5:20, 5:30] = 255          # selected, but outside the layer: ignored
     image, layer = make_image(gimp2, (128, 96), (100, 70), 2, off, img, sel)
     before, original = list(image.layers), layer.pixels()
     getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
-    m = in_layer(sel, (70, 100), off)
+    m = selection_in_layer(sel, (70, 100), off)
     want = reference(server.weights, img, m, True, crop_plan(100, 70, bbox(m)))
     check_success(gimp2, image, layer, before, original, want)
 
 
 def test_selection_ignored_when_not_used(gimp2, server):
     img, scratch = photo(48, 64, 3, 4)
-    sel = selection_for(scratch, (64, 48), (0, 0))
+    sel = scratch_selection(scratch, (48, 64), (0, 0))
     image, layer = make_image(gimp2, (64, 48), (64, 48), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
     getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, True, False, server.address)
