@@ -36,7 +36,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's state as a tensor + plain values, so checkpoints load with weights_only=True
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -44,7 +49,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -72,8 +79,7 @@ def load_checkpoint(path: str | os.PathLike, *, modules: dict[str, torch.nn.Modu
                     schedulers: dict[str, Any] | None = None, restore_rng: bool = True,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint into the given objects; returns the payload (``step``, ``extra``)."""
-    # our own files: they hold numpy RNG state, which weights_only refuses
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    payload = read_checkpoint(path, map_location)
     for k, m in modules.items():
         m.load_state_dict(payload["modules"][k])
     for k, o in (optimizers or {}).items():
@@ -83,6 +89,11 @@ def load_checkpoint(path: str | os.PathLike, *, modules: dict[str, torch.nn.Modu
     if restore_rng:
         set_rng_state(payload["rng"])
     return payload
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw payload of a checkpoint; plain types and tensors only (``weights_only=True``)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:

@@ -10,7 +10,7 @@ import torch
 from oldphoto_model import Restorer, load_model, save_model
 from oldphoto_model.model import RestorationModel
 
-from .checkpoint import latest_checkpoint
+from .checkpoint import latest_checkpoint, read_checkpoint
 from .config import Config
 
 
@@ -18,8 +18,7 @@ def _modules(run_dir: Path, stage: str) -> dict:
     ckpt = latest_checkpoint(run_dir / stage)
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {run_dir / stage}: train it first")
-    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return payload
+    return read_checkpoint(ckpt)
 
 
 def export(cfg: Config, out: str | Path | None = None, dtype: torch.dtype = torch.float32) -> Path:

@@ -16,7 +16,7 @@ from oldphoto_model.config import AttentionOptions
 from oldphoto_model.model import mask_to_latent
 
 from ..archs import MultiScaleDiscriminator
-from ..checkpoint import latest_checkpoint
+from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..dist import DistContext
 from ..losses import feature_matching, lsgan
@@ -28,7 +28,7 @@ def load_vae_part(run_dir: str | Path, stage: str, part: str, module: nn.Module)
     ckpt = latest_checkpoint(Path(run_dir) / stage)
     if ckpt is None:
         raise FileNotFoundError(f"no checkpoint of stage {stage!r} in {Path(run_dir) / stage}: run it first")
-    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["modules"]["vae"]
+    sd = read_checkpoint(ckpt)["modules"]["vae"]
     module.load_state_dict({k[len(part) + 1:]: v for k, v in sd.items() if k.startswith(part + ".")})
     return module
 
