@@ -4,10 +4,8 @@ The ROUTER socket belongs to the I/O thread (ZeroMQ sockets are not thread-safe)
 so the worker never touches it: everything it has to say (progress, results,
 errors) goes over an inproc PUSH socket as ``[job_id, identity, header, *frames]``
 and the I/O thread forwards it. Cancellation is cooperative: a flag on the job,
-checked at every progress report of the pipeline and, through forward
-pre-hooks, before every network module that is called as a module (the
-pipeline's memory-lean executor runs its conv stacks functionally, so inside
-those stacks the next check is the next stage boundary).
+checked at every progress report of the pipeline, which reports after every
+layer.
 """
 from __future__ import annotations
 
@@ -79,8 +77,6 @@ class Worker(threading.Thread):
         self._current: Optional[Job] = None
         self._stopping = False
         self.stats = collections.Counter()
-        self._hooks = [m.register_forward_pre_hook(self._check_cancel)
-                       for m in restorer.model.modules()]
 
     # -- called from the I/O thread ----------------------------------------
     def submit(self, job: Job) -> int:
@@ -138,15 +134,8 @@ class Worker(threading.Thread):
             self._queue.clear()
             self._cond.notify_all()
         self.join(timeout)
-        for h in self._hooks:
-            h.remove()
 
     # -- the worker thread ---------------------------------------------------
-    def _check_cancel(self, module: torch.nn.Module, args: Any) -> None:
-        job = self._current
-        if job is not None and job.cancel.is_set():
-            raise Cancelled(job.cancel_reason)
-
     def run(self) -> None:
         out = self.context.socket(zmq.PUSH)
         out.setsockopt(zmq.LINGER, 0)
