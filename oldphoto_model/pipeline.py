@@ -117,7 +117,8 @@ class Restorer:
             def run(module, t):
                 lo, hi, name = next(spans)
                 return stage(module, t, lo, hi, name)
-            _, fused = m.mapping.forward_features(z, lat, self.attention, run)
+            _, fused = m.mapping.forward_features(
+                z, lat, self.attention, run, lambda frac: report(0.6 + 0.15 * frac, "map"))
             del z
             w = stage(m.mapping.tail, fused, 0.75, 0.85, "map-tail")
             del fused

@@ -14,7 +14,7 @@ too): a defect with nothing to borrow from receives nothing from this branch.
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +81,8 @@ _SDPA_OK: dict[tuple, bool] = {}
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, intact: torch.Tensor,
                      backend: Backend = "auto",
-                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                     tick: Optional[Callable[[float], None]] = None, blocks: int = 16) -> torch.Tensor:
     """Exact attention over intact keys in O(Nq + Nk) extra memory.
 
     q: (Nq, C), k: (Nk, C), v: (Nk, Cv), intact: (Nk,) bool. ``backend``:
@@ -91,7 +92,19 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, intact: 
     (remembering the failure per device, dtype and head size; CUDA's flash kernel
     stops at head size 256, the CPU one measured 1.3-1.5x faster than chunks); ``full_matrix`` is the
     original O(Nq * Nk) approach, for benchmarks only.
+
+    With ``tick``, queries run in up to ``blocks`` blocks (rows are independent,
+    so the result is the same) and ``tick(fraction done)`` is called after each:
+    on a large photo the attention is minutes of CPU time, and progress and
+    cancellation must not wait for all of it.
     """
+    if tick is not None and q.shape[0] > 1:
+        rows = -(-q.shape[0] // max(1, blocks))
+        parts = []
+        for s in range(0, q.shape[0], rows):
+            parts.append(masked_attention(q[s:s + rows], k, v, intact, backend, chunk_elements))
+            tick(min(1.0, (s + rows) / q.shape[0]))
+        return torch.cat(parts)
     intact = intact.bool()
     if backend == "full_matrix":
         if not bool(intact.any()):

@@ -41,17 +41,19 @@ class MappingNetwork(nn.Module):
     def forward_features(self, z: torch.Tensor, mask: torch.Tensor | None = None,
                          opts: AttentionOptions = AttentionOptions(),
                          run: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None,
+                         tick: Optional[Callable[[float], None]] = None,
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (rho_local(F), F_fuse). mask: (N, 1, h, w) at latent size, 1 = defect.
 
         ``run(module, x)`` executes the conv stacks (default ``module(x)``; the
-        restore pipeline passes the memory-lean executor)."""
+        restore pipeline passes the memory-lean executor); ``tick(fraction)``
+        reports progress through the global branch's attention."""
         run = run or (lambda module, x: module(x))
         f = run(self.head, z)
         local = run(self.local_branch, f)
         if self.global_branch is None or mask is None or not bool((mask > 0.5).any()):
             return local, local             # empty mask: no attention is computed at all
-        glob = self.global_branch(f, mask, opts)
+        glob = self.global_branch(f, mask, opts, tick)
         return local, torch.where(mask > 0.5, glob, local)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None,

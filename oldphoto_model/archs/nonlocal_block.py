@@ -8,6 +8,8 @@ positions never serve as keys or values, so nothing is filled from a defect.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,12 +60,13 @@ class PartialNonLocalBlock(nn.Module):
         return o.T.reshape(x.shape)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                opts: AttentionOptions = AttentionOptions()) -> torch.Tensor:
+                opts: AttentionOptions = AttentionOptions(),
+                tick: Optional[Callable[[float], None]] = None) -> torch.Tensor:
         """rho_global(O) for x (N, C, h, w) and mask (N, 1, h, w) (1 = defect).
 
         With ``opts.hole_only`` the result is exact at defect positions and zero
         elsewhere (only defect positions are ever used); otherwise it is computed
-        everywhere.
+        everywhere. ``tick(fraction)`` reports progress through the attention.
         """
         outs = []
         for b in range(x.shape[0]):
@@ -71,14 +74,15 @@ class PartialNonLocalBlock(nn.Module):
             if not bool(defect.any()):
                 outs.append(torch.zeros_like(x[b]))
             elif opts.hole_only:
-                outs.append(self._hole_only(x[b], defect, opts))
+                outs.append(self._hole_only(x[b], defect, opts, tick))
             else:
                 o = self.attention_output(x[b], defect, opts)
                 y = F.conv2d(o[None], self.nu.weight, self.nu.bias)
                 outs.append(self.rho_global(y)[0])
         return torch.stack(outs)
 
-    def _hole_only(self, x: torch.Tensor, defect: torch.Tensor, opts: AttentionOptions) -> torch.Tensor:
+    def _hole_only(self, x: torch.Tensor, defect: torch.Tensor, opts: AttentionOptions,
+                   tick: Optional[Callable[[float], None]] = None) -> torch.Tensor:
         c, h, w = x.shape
         r = self.radius
         reach = dilate(defect, r)           # positions whose O can influence a defect output
@@ -89,7 +93,7 @@ class PartialNonLocalBlock(nn.Module):
         kv_rows = rows.index_select(0, k_idx)
         k, v = self._lin(kv_rows, self.phi), self._lin(kv_rows, self.mu)
         all_keys = torch.ones(k.shape[0], dtype=torch.bool, device=x.device)
-        o = masked_attention(q, k, v, all_keys, opts.backend, opts.chunk_elements)
+        o = masked_attention(q, k, v, all_keys, opts.backend, opts.chunk_elements, tick)
         y_rows = self._lin(o, self.nu)
         y = torch.zeros(h * w, c, dtype=y_rows.dtype, device=x.device).index_copy(0, q_idx, y_rows)
         y = y.T.reshape(c, h, w)

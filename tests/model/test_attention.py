@@ -86,3 +86,14 @@ def test_gradients_match_reference():
         grads.append([qq.grad, kk.grad, vv.grad])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 16, 1000])
+def test_blocks_with_progress_equal_one_call(blocks):
+    q, k, v, intact = _case(101, 64, 8, 0.3, seed=13)
+    v = v[:, :8]
+    seen = []
+    out = masked_attention(q, k, v, intact, tick=seen.append, blocks=blocks)
+    assert _rel(out, masked_attention_reference(q, k, v, intact)) < 1e-5
+    rows = -(-101 // blocks)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == -(-101 // rows)

@@ -95,6 +95,7 @@ def test_progress_in_order_and_cancel(restorer):
     restorer.restore(_img((32, 32, 3)), _scratch(32, 32), progress=lambda f, s: seen.append(f))
     assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 1.0
     assert len(seen) > 30, "progress (and cancel checks) must come per layer, not per stage"
+    assert any(0.6 < f < 0.75 for f in seen), "the attention reports its progress too"
 
     class Stop(Exception):
         pass
