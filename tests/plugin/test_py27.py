@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from ..py27 import find_python27
+
 ROOT = Path(__file__).resolve().parents[2]
 NO_PYC = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")   # Python 2 writes .pyc beside sources
 PY2_FILES = [ROOT / "gimp_plugin/gimp2/oldphoto_restore.py", ROOT / "gimp_plugin/common/oldphoto_common.py",
@@ -23,21 +25,10 @@ def test_vermin_says_python_2_7():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _python27():
-    for cand in (os.environ.get("OLDPHOTO_PYTHON27"), shutil.which("python2.7"),
-                 os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python2.7")):
-        if cand and os.path.isfile(cand):
-            r = subprocess.run([cand, "-c", "import sys; print(sys.version_info[:2] == (2, 7))"],
-                               capture_output=True, text=True)
-            if r.stdout.strip() == "True":
-                return cand
-    return None
-
-
 def test_real_python27_compiles_and_runs_common(tmp_path):
     """With a real 2.7 at hand (optional): compile every file and exercise the shared
     module's pure-Python byte handling."""
-    py = _python27()
+    py = find_python27()
     if py is None:
         pytest.skip("no Python 2.7 interpreter here (vermin covers it)")
     for f in PY2_FILES:
@@ -67,12 +58,10 @@ def test_gimpfu_plugin_on_real_python27_against_server(tmp_path, server):
     from gimp_plugin import installer
     from gimp_plugin.testing.server_process import reference
     from server.client import crop_plan
-    py = _python27()
+    py = find_python27(("zmq", "msgpack"))
     if py is None:
-        pytest.skip("no Python 2.7 interpreter here (vermin covers the syntax)")
-    r = subprocess.run([py, "-c", "import zmq, msgpack"], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("Python 2.7 lacks pyzmq/msgpack (%s -m pip install 'pyzmq<20' 'msgpack<1.1')" % py)
+        pytest.skip("no Python 2.7 with pyzmq and msgpack here (python2.7 -m pip install 'pyzmq<20' "
+                    "'msgpack<1.1', or set OLDPHOTO_PYTHON27); vermin covers the syntax")
     dest = tmp_path / "plug-ins"
     installer.install("2.10", dest)
     rng = np.random.default_rng(0)

@@ -1,8 +1,6 @@
 """The client module alone: absent server, crop_plan, Python 2.7 compatibility."""
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +13,7 @@ import pytest
 from server.client import (DEFAULT_ADDRESS, DEFAULT_PORT, START_HINT, Client, ClientError,
                            ServerUnavailable, crop_plan)
 
+from ..py27 import find_python27
 from .helpers import free_port, random_image, random_mask
 
 CLIENT = Path(__file__).resolve().parents[2] / "server" / "client.py"
@@ -95,21 +94,6 @@ def test_client_is_python_2_7_compatible_per_vermin():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def _python2():
-    """A Python 2.7 with pyzmq and msgpack, if this machine has one."""
-    candidates = [os.environ.get("OLDPHOTO_PYTHON2", ""), shutil.which("python2.7") or "",
-                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/2.7*/bin/python")))]
-    for exe in filter(None, candidates):
-        try:
-            r = subprocess.run([exe, "-c", "import sys, zmq, msgpack; assert sys.version_info[0] == 2"],
-                               capture_output=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0:
-            return exe
-    return None
-
-
 PY2_SCRIPT = r"""
 from __future__ import print_function
 import sys, hashlib, time
@@ -135,9 +119,9 @@ except oc.ServerUnavailable as e:
 
 
 def test_client_runs_on_python_2_7(address, reference, tmp_path):
-    py2 = _python2()
+    py2 = find_python27(("zmq", "msgpack"))
     if py2 is None:
-        pytest.skip("no Python 2.7 with pyzmq and msgpack here (set OLDPHOTO_PYTHON2); "
+        pytest.skip("no Python 2.7 with pyzmq and msgpack here (set OLDPHOTO_PYTHON27); "
                     "vermin checks the syntax instead")
     shutil.copy(CLIENT, tmp_path / "oldphoto_client.py")     # the installer's copy, alone
     (tmp_path / "run.py").write_text(PY2_SCRIPT)
