@@ -46,6 +46,16 @@ def precision_name(restorer: Restorer) -> str:
         str(restorer.dtype), str(restorer.dtype))
 
 
+
+def _drain(sock: zmq.Socket, handle) -> None:
+    """Handle up to _BATCH waiting messages without blocking, so neither socket starves the other."""
+    for _ in range(_BATCH):
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        handle(parts)
+
 class Server:
     """Serves one Restorer on ``config.bind``.
 
@@ -122,19 +132,9 @@ class Server:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))   # wake up regularly to see stop()
                 if self._events in ready:
-                    for _ in range(_BATCH):
-                        try:
-                            parts = self._events.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._forward(parts)
+                    _drain(self._events, self._forward)
                 if self._router in ready:
-                    for _ in range(_BATCH):
-                        try:
-                            parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._handle(parts[0].bytes, parts[1:])
+                    _drain(self._router, lambda parts: self._handle(parts[0].bytes, parts[1:]))
         finally:
             self._close()
 
