@@ -9,6 +9,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
+NORMS = ("instance", "none")
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm={norm!r}: choose from {NORMS}")
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Encoder/decoder of one domain (DESIGN.md §2: ~0.87 M parameters each)."""
@@ -17,6 +25,10 @@ class VAEConfig:
     channels: int = 64          # width of every layer; also the latent width
     n_downsample: int = 2       # latent is H / 2**n_downsample
     n_res_blocks: int = 4
+    norm: str = "instance"      # "instance" (the paper) | "none" (keeps each image's tone)
+
+    def __post_init__(self) -> None:
+        _check_norm(self.norm)
 
     @property
     def latent_channels(self) -> int:
@@ -36,6 +48,10 @@ class MappingConfig:
     n_res_local: int = 6        # rho_local: residual blocks of the local branch
     n_res_global: int = 3       # rho_global: residual blocks after the attention
     use_nonlocal: bool = True   # False: local branch only (no scratch handling)
+    norm: str = "instance"      # of the head, local branch and tail: "instance" | "none"
+
+    def __post_init__(self) -> None:
+        _check_norm(self.norm)
 
     @property
     def global_radius(self) -> int:

@@ -50,11 +50,12 @@ class WeightsInfo:
 
 
 def default_weights_path() -> Path:
-    """The embedded default weights; a clear WeightsError while none are shipped."""
+    """The embedded default weights (docs/MODEL.md); a clear WeightsError when this
+    installation lacks them (e.g. a source tree without the file)."""
     if not DEFAULT_WEIGHTS.is_file():
         raise WeightsError(str(DEFAULT_WEIGHTS),
-                           "no default weights are shipped yet: train them with "
-                           "`python -m training` or pass a weight file explicitly")
+                           "no default weights in this installation: reinstall the package, train them "
+                           "with `python -m training`, or pass a weight file explicitly")
     return DEFAULT_WEIGHTS
 
 

@@ -281,27 +281,16 @@ def _restore_file(ns: argparse.Namespace) -> int:
 
 
 # -- demo ---------------------------------------------------------------------------------
-def synthetic_sample(width: int = 384, height: int = 256):
-    """A generated stand-in photo (sepia gradient, shapes, grain) with white scratches,
-    and the scratch mask. No photo is bundled: this needs no file."""
-    import numpy as np
-    rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = 90 + 80 * (xx / width) + 40 * np.sin(yy / 23.0)
-    disc = ((xx - width * 0.35) ** 2 + (yy - height * 0.5) ** 2) < (height * 0.28) ** 2
-    base = np.where(disc, base * 0.6 + 70, base) + rng.normal(0, 6, base.shape)
-    sepia = np.stack([base * 1.07, base * 0.95, base * 0.78], axis=2)
-    mask = np.zeros((height, width), np.uint8)
-    for _ in range(5):
-        x0, x1 = rng.integers(0, width, 2)
-        t = np.linspace(0, 1, height * 2)
-        xs = np.clip((x0 + (x1 - x0) * t + 6 * np.sin(t * 9)).astype(int), 0, width - 1)
-        ys = np.clip((t * (height - 1)).astype(int), 0, height - 1)
-        for d in (-1, 0, 1):
-            mask[ys, np.clip(xs + d, 0, width - 1)] = 255
-    img = np.clip(sepia, 0, 255).astype(np.uint8)
-    img[mask > 0] = 235
-    return img, mask
+def bundled_sample() -> "tuple[Path, Optional[Path]]":
+    """The aged sample photo shipped in ``server/samples/`` and its defect mask (made by
+    ``python -m training make-sample``)."""
+    folder = Path(__file__).resolve().parent / "samples"
+    photos = [p for p in sorted(folder.glob("*.png")) if not p.stem.endswith("_mask")]
+    if not photos:
+        raise FileNotFoundError(f"no sample photo in {folder}: this installation is incomplete; "
+                                "pass a photo to restore (demo IMAGE)")
+    mask = photos[0].with_name(photos[0].stem + "_mask.png")
+    return photos[0], mask if mask.exists() else None
 
 
 def cmd_demo(argv: Sequence[str]) -> int:
@@ -312,14 +301,13 @@ def cmd_demo(argv: Sequence[str]) -> int:
         prog="oldphoto-server demo",
         description="Restore a sample photo end to end: through a running server if one answers, "
                     "else through a server started in this process on a free port.")
-    p.add_argument("image", nargs="?", help="photo to restore (default: a bundled sample, else a generated one)")
+    p.add_argument("image", nargs="?", help="photo to restore (default: the bundled aged sample and its mask)")
     p.add_argument("--mask", help="defect mask for IMAGE (white = defect)")
     p.add_argument("--out", default="oldphoto-demo-restored.png", help="result file (default %(default)s)")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help="use the server running here if it answers")
     add_config_flags(p, only=("weights", "device", "precision"))
     ns = p.parse_args(argv)
 
-    samples = sorted(Path(__file__).resolve().parent.glob("samples/*.png"))
     server = None
     meta: dict = {}
     try:
@@ -339,19 +327,11 @@ def cmd_demo(argv: Sequence[str]) -> int:
             client = Client(endpoint, timeout=3600.0)
             via = f"a server started here at {endpoint}"
         if ns.image:
-            image, mode, _ = read_image(ns.image)
-            mask = np.array(Image.open(ns.mask).convert("L"), dtype=np.uint8) if ns.mask else None
-            src = ns.image
-        elif samples:
-            image, mode, _ = read_image(str(samples[0]))
-            mask_file = samples[0].with_name(samples[0].stem + "_mask.png")
-            mask = np.array(Image.open(mask_file).convert("L"), dtype=np.uint8) if mask_file.exists() else None
-            src = str(samples[0])
+            src, mask_file = Path(ns.image), Path(ns.mask) if ns.mask else None
         else:
-            image, mask = synthetic_sample()
-            mode = "RGB"
-            src = str(Path(ns.out).resolve().with_name("oldphoto-demo-input.png"))
-            Image.fromarray(image).save(src)
+            src, mask_file = bundled_sample()
+        image, mode, _ = read_image(str(src))
+        mask = np.array(Image.open(mask_file).convert("L"), dtype=np.uint8) if mask_file else None
         h, w, c = image.shape
         if mask is not None and mask.shape != (h, w):
             raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image is {w}x{h}")
@@ -369,6 +349,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
             server.stop()
     print(f"wrote {os.path.abspath(ns.out)} ({meta.get('seconds')} s on {meta.get('device')}, "
           f"weights {meta.get('weights')})", flush=True)
+    print("next: install the GIMP plug-in with `python -m gimp_plugin install`, start the server with "
+          "`python -m server`, then use Filters > Enhance > Restore Old Photo... in GIMP", flush=True)
     return 0
 
 

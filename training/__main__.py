@@ -8,6 +8,7 @@ Commands (default ``all``: every step in order):
   mapping            train the mapping network between the frozen VAEs
   export             write the server's weight file and check it loads and restores
   evaluate           benchmark the weight file on the evaluation photos
+  make-sample        age the demo's sample photo (server/samples/) with the project's degradation
   all                prepare-data, vae-a, vae-b, mapping, export, evaluate
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .config import Config, add_config_flags, resolve
 
@@ -26,7 +28,8 @@ COMMANDS = {
     "mapping": "train the mapping network between the frozen VAEs",
     "export": "write the server's weight file and check that the restore pipeline loads it",
     "evaluate": "PSNR/SSIM of the weights on the evaluation photos vs degraded input and Telea",
-    "all": "every step above in order (the default)",
+    "make-sample": "write the demo's aged sample photo and its defect mask to server/samples/",
+    "all": "every training step above in order (the default)",
 }
 
 
@@ -44,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             sp.add_argument("--weights", default=None, help="weight file (default RUN_DIR/weights.pt)")
             sp.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval)")
+        if name == "make-sample":
+            sp.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "server" / "samples"),
+                            help="folder to write (default: the server package's samples)")
+            sp.add_argument("--seed", type=int, default=None, help="degradation seed (default: the shipped one)")
         if name == "show-degradations":
             sp.add_argument("--out", default="degradations.png", help="PNG to write")
             sp.add_argument("--rows", type=int, default=6)
@@ -51,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands that touch shared files once: under torchrun only rank 0 runs them
-SINGLE_PROCESS = ("prepare-data", "show-degradations", "export", "evaluate")
+SINGLE_PROCESS = ("prepare-data", "show-degradations", "export", "evaluate", "make-sample")
 
 
 def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
@@ -74,6 +81,11 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
         from .export import export
         path = export(cfg, getattr(args, "out", None), torch.float16 if getattr(args, "fp16", False) else torch.float32)
         print(f"[export] wrote {path}; it loads with oldphoto_model.load_model and restores")
+    elif command == "make-sample":
+        from .sample import SAMPLE_SEED, make_sample
+        seed = SAMPLE_SEED if args.seed is None else args.seed
+        for path in make_sample(cfg, args.out, seed):
+            print(f"[make-sample] wrote {path}")
     elif command == "evaluate":
         from .evaluate import evaluate
         evaluate(cfg, getattr(args, "weights", None), getattr(args, "out", None))

@@ -11,14 +11,16 @@ def norm(channels: int) -> nn.Module:
 
 
 def conv_norm_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1,
-                   reflect_pad: int | None = None) -> list[nn.Module]:
-    """Reflect-padded conv, instance norm, ReLU."""
+                   reflect_pad: int | None = None, normalize: bool = True) -> list[nn.Module]:
+    """Reflect-padded conv, instance norm (unless ``normalize`` is False), ReLU."""
     pad = kernel // 2 if reflect_pad is None else reflect_pad
     layers: list[nn.Module] = []
     if pad:
         layers.append(nn.ReflectionPad2d(pad))
-    layers += [nn.Conv2d(cin, cout, kernel, stride), norm(cout), nn.ReLU(inplace=True)]
-    return layers
+    layers.append(nn.Conv2d(cin, cout, kernel, stride))
+    if normalize:
+        layers.append(norm(cout))
+    return layers + [nn.ReLU(inplace=True)]
 
 
 class ResBlock(nn.Module):

@@ -21,19 +21,20 @@ class MappingNetwork(nn.Module):
         super().__init__()
         self.cfg = cfg
         base, width = cfg.latent_channels, cfg.width
+        nm = cfg.norm == "instance"
         head: list[nn.Module] = []
         cin = base
         for i in range(4):                      # 64 -> 128 -> 256 -> 512 -> 512
             cout = min(base * 2 ** (i + 1), width)
-            head += conv_norm_relu(cin, cout)
+            head += conv_norm_relu(cin, cout, normalize=nm)
             cin = cout
         self.head = nn.Sequential(*head)
-        self.local_branch = nn.Sequential(*[ResBlock(width) for _ in range(cfg.n_res_local)])
+        self.local_branch = nn.Sequential(*[ResBlock(width, normalize=nm) for _ in range(cfg.n_res_local)])
         self.global_branch = PartialNonLocalBlock(width, cfg.n_res_global) if cfg.use_nonlocal else None
         tail: list[nn.Module] = []
         for i in range(3):                      # 512 -> 512 -> 256 -> 128
             cout = min(base * 2 ** (3 - i), width)
-            tail += conv_norm_relu(cin, cout)
+            tail += conv_norm_relu(cin, cout, normalize=nm)
             cin = cout
         tail += [nn.ReflectionPad2d(1), nn.Conv2d(cin, base, 3)]
         self.tail = nn.Sequential(*tail)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import VAEConfig
-from .blocks import ResBlock, conv_norm_relu
+from .blocks import ResBlock, conv_norm_relu, norm
 
 
 class VAEEncoder(nn.Module):
@@ -18,11 +18,11 @@ class VAEEncoder(nn.Module):
 
     def __init__(self, cfg: VAEConfig = VAEConfig()) -> None:
         super().__init__()
-        c = cfg.channels
-        layers = conv_norm_relu(cfg.in_channels, c, kernel=7)
+        c, nm = cfg.channels, cfg.norm == "instance"
+        layers = conv_norm_relu(cfg.in_channels, c, kernel=7, normalize=nm)
         for _ in range(cfg.n_downsample):
-            layers += [nn.Conv2d(c, c, 4, stride=2, padding=1), nn.InstanceNorm2d(c), nn.ReLU(inplace=True)]
-        layers += [ResBlock(c) for _ in range(cfg.n_res_blocks)]
+            layers += [nn.Conv2d(c, c, 4, stride=2, padding=1)] + ([norm(c)] if nm else []) + [nn.ReLU(inplace=True)]
+        layers += [ResBlock(c, normalize=nm) for _ in range(cfg.n_res_blocks)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,11 +34,11 @@ class VAEDecoder(nn.Module):
 
     def __init__(self, cfg: VAEConfig = VAEConfig()) -> None:
         super().__init__()
-        c = cfg.channels
-        layers: list[nn.Module] = [ResBlock(c) for _ in range(cfg.n_res_blocks)]
+        c, nm = cfg.channels, cfg.norm == "instance"
+        layers: list[nn.Module] = [ResBlock(c, normalize=nm) for _ in range(cfg.n_res_blocks)]
         for _ in range(cfg.n_downsample):
-            layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1), nn.InstanceNorm2d(c),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)] + ([norm(c)] if nm else []) + [
+                nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, cfg.in_channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 

@@ -7,12 +7,12 @@ from oldphoto_model.archs import MappingNetwork, VAEDecoder, VAEEncoder
 from oldphoto_model.lean import lean_forward
 
 
-@pytest.fixture(scope="module")
-def nets():
+@pytest.fixture(scope="module", params=["instance", "none"])
+def nets(request):
     torch.manual_seed(0)
-    vae = VAEConfig(channels=8)
+    vae = VAEConfig(channels=8, norm=request.param)
     return (VAEEncoder(vae).eval(), VAEDecoder(vae).eval(),
-            MappingNetwork(MappingConfig(latent_channels=8, width=16, n_res_local=2)).eval())
+            MappingNetwork(MappingConfig(latent_channels=8, width=16, n_res_local=2, norm=request.param)).eval())
 
 
 @pytest.mark.parametrize("h,w", [(36, 52), (44, 20), (16, 16)])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto_model import InputError, Restorer, binarize_mask, restore
+from oldphoto_model import InputError, MappingConfig, ModelConfig, Restorer, VAEConfig, binarize_mask, restore
 from oldphoto_model.pipeline import _LUMA
 
 from ..conftest import random_model
@@ -131,9 +131,11 @@ def test_explicit_cuda_without_gpu_is_clear():
         Restorer(random_model(), device="cuda")
 
 
-def test_pipeline_equals_plain_model_forward():
+@pytest.mark.parametrize("norm", ["instance", "none"])
+def test_pipeline_equals_plain_model_forward(norm):
     """The banded, in-place pipeline against RestorationModel.forward (the plain reference)."""
-    model = random_model()
+    model = random_model(ModelConfig(vae=VAEConfig(channels=8, norm=norm),
+                                     mapping=MappingConfig(latent_channels=8, width=16, norm=norm)))
     img = _img((52, 44, 3), 7)
     mask = _scratch(52, 44)
     out = Restorer(model, device="cpu", precision="fp32", band_elements=2000).restore(img, mask)

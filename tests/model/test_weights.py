@@ -134,3 +134,19 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 def test_tiny_config_matches_fixture():
     assert random_model().config == TINY
+
+
+def test_norm_is_stored_checked_and_defaults_to_instance(saved, tmp_path):
+    _, path = saved
+    _rewrite(path, config=json.dumps({"vae": {"channels": 8, "norm": "batch"}, "mapping": {"latent_channels": 8}}))
+    with pytest.raises(WeightsError, match="invalid config.*norm"):
+        load_model(path)
+    # files written before the field existed mean the paper's instance norm
+    assert ModelConfig.from_dict({"vae": {"channels": 8}, "mapping": {"latent_channels": 8}}).vae.norm == "instance"
+    cfg = ModelConfig(vae=VAEConfig(channels=8, norm="none"), mapping=MappingConfig(latent_channels=8, width=16,
+                                                                                    norm="none"))
+    from oldphoto_model import RestorationModel, save_model
+    p = save_model(RestorationModel(cfg), tmp_path / "none.pt")
+    loaded = load_model(p)
+    assert loaded.config == cfg
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in loaded.modules())

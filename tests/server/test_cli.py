@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.cli import main, serve_parser
+from server.cli import bundled_sample, main, serve_parser
 from server.client import Client
 from server.config import ServerConfig, config_fields
 
@@ -77,7 +77,14 @@ def test_non_loopback_bind_with_the_flag_warns(tmp_path, capsys):
     assert "WARNING" in err and "non-loopback" in err and "file not found" in err
 
 
-def test_missing_default_weights_is_a_clear_message(capsys):
+@pytest.fixture
+def no_default_weights(tmp_path, monkeypatch):
+    """An installation whose default weight file is missing."""
+    import oldphoto_model.weights
+    monkeypatch.setattr(oldphoto_model.weights, "DEFAULT_WEIGHTS", tmp_path / "missing" / "default.pt")
+
+
+def test_missing_default_weights_is_a_clear_message(no_default_weights, capsys):
     assert main(["--bind", f"tcp://127.0.0.1:{free_port()}"]) == 2
     err = capsys.readouterr().err
     assert "no default weights" in err and "--weights" in err and "Traceback" not in err
@@ -150,7 +157,7 @@ def test_restore_command_jpeg_tiff_and_errors(address, reference, tmp_path, caps
     assert "python -m server" in capsys.readouterr().err
 
 
-def test_demo_without_weights_says_so(tmp_path, monkeypatch, capsys):
+def test_demo_without_weights_says_so(no_default_weights, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rc = main(["demo", "--address", f"tcp://127.0.0.1:{free_port()}", "--out", str(tmp_path / "d.png")])
     assert rc == 2
@@ -165,6 +172,9 @@ def test_demo_with_weights_writes_the_result(weights_path, tmp_path, monkeypatch
     assert rc == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "d.png") in out
+    assert "grace_hopper_old.png" in out and "python -m gimp_plugin install" in out
     restored = np.asarray(Image.open(tmp_path / "d.png"))
-    original = np.asarray(Image.open(tmp_path / "oldphoto-demo-input.png"))
+    sample, mask = bundled_sample()
+    original = np.asarray(Image.open(sample))
+    assert mask is not None and np.asarray(Image.open(mask)).any()
     assert restored.shape == original.shape and not np.array_equal(restored, original)

@@ -2,6 +2,8 @@
 
     L_T = latent_l1 * |T(z_x) - z_y|_1 + image LSGAN on G_B(T(z_x))
           + feat_match * FM + perceptual * P(G_B(T(z_x)), y)      (TTUR: G 1e-4, D 4e-4)
+          (+ image_l1 * |G_B(T(z_x)) - y|_1, off by default: the CPU preset's stand-in for
+          the perceptual term when no VGG19 weights exist)
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class MappingStage:
         # full attention, not hole-only: gradients must reach every position of O
         self.attn = AttentionOptions(backend=cfg.train.attention_backend, hole_only=False)
         self.perceptual = build_perceptual(cfg, self.enc_b, log)
+        self.use_d = cfg.loss.image_gan > 0 or cfg.loss.feat_match > 0
 
     def restore(self, x: torch.Tensor, mask: torch.Tensor, net: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,12 +78,17 @@ class MappingStage:
             with torch.no_grad():
                 z_y = self.enc_b(y)
             w, y_hat = self.restore(x, mask)
-            fake = self.d_img(y_hat)
-            with torch.no_grad():
-                real = self.d_img(y)
-            losses = {"lat_l1": F.l1_loss(w.float(), z_y.float()), "gan": lsgan(fake, True),
-                      "fm": feature_matching(fake, real)}
-            g = L.latent_l1 * losses["lat_l1"] + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
+            losses = {"lat_l1": F.l1_loss(w.float(), z_y.float())}
+            g = L.latent_l1 * losses["lat_l1"]
+            if L.image_l1 > 0:
+                losses["img_l1"] = F.l1_loss(y_hat.float(), y.float())
+                g = g + L.image_l1 * losses["img_l1"]
+            if self.use_d:
+                fake = self.d_img(y_hat)
+                with torch.no_grad():
+                    real = self.d_img(y)
+                losses["gan"], losses["fm"] = lsgan(fake, True), feature_matching(fake, real)
+                g = g + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
             if self.perceptual is not None:
                 losses["perc"] = self.perceptual(y_hat, y)
                 g = g + L.perceptual * losses["perc"]
@@ -89,17 +97,18 @@ class MappingStage:
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.mapping.parameters(), self.cfg.optim.grad_clip)
         self.opt_g.step()
-        requires_grad(self.d_img, True)
-        with autocast(self.ctx.device, amp):
-            out = self.d_img_ddp(torch.cat([y, y_hat.detach()]))
-            n = y.shape[0]
-            losses["d_img"] = 0.5 * (lsgan([[o[-1][:n]] for o in out], True)
-                                     + lsgan([[o[-1][n:]] for o in out], False))
-        self.opt_d.zero_grad(set_to_none=True)
-        losses["d_img"].backward()
-        self.opt_d.step()
-        for s in self.schedulers.values():
-            s.step()
+        if self.use_d:
+            requires_grad(self.d_img, True)
+            with autocast(self.ctx.device, amp):
+                out = self.d_img_ddp(torch.cat([y, y_hat.detach()]))
+                n = y.shape[0]
+                losses["d_img"] = 0.5 * (lsgan([[o[-1][:n]] for o in out], True)
+                                         + lsgan([[o[-1][n:]] for o in out], False))
+            self.opt_d.zero_grad(set_to_none=True)
+            losses["d_img"].backward()
+            self.opt_d.step()
+            self.schedulers["d"].step()
+        self.schedulers["g"].step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()

@@ -1,6 +1,7 @@
 """Stages 1 and 2: VAE_A on degraded (+ real old) photos, VAE_B on clean photos.
 
     L_VAE = kl * mean(h^2) + rec_l1 * |x - G(h + n)|_1 + image LSGAN + feat_match * FM (+ perceptual)
+    (the image discriminator is skipped when image_gan and feat_match are both 0)
     VAE_A adds latent_gan * LSGAN of D_lat, which tells the latents of real old
     photos r from those of synthetic ones x: the encoder learns one shared space.
 """
@@ -20,16 +21,18 @@ from .common import adam, autocast, build_perceptual, linear_decay, requires_gra
 
 
 class VAE(nn.Module):
-    """Encoder + decoder; training decodes h + N(0, I) (the reduced VAE)."""
+    """Encoder + decoder; training decodes h + N(0, sigma^2 I) (the reduced VAE, sigma = 1
+    in the paper)."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.encoder = VAEEncoder(cfg.model.vae)
         self.decoder = VAEDecoder(cfg.model.vae)
+        self.noise = cfg.loss.latent_noise
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
-        return h, self.decoder(h + torch.randn_like(h))
+        return h, self.decoder(h + self.noise * torch.randn_like(h))
 
 
 class VAEStage:
@@ -61,6 +64,8 @@ class VAEStage:
         self.d_img_ddp = wrap(self.d_img, ctx)
         self.d_lat_ddp = wrap(self.d_lat, ctx) if domain == "a" else None
         self.perceptual = build_perceptual(cfg, None, log)
+        # both adversarial weights 0 (the CPU preset): the image discriminator is never run
+        self.use_d = cfg.loss.image_gan > 0 or cfg.loss.feat_match > 0
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.domain == "b":
@@ -77,16 +82,14 @@ class VAEStage:
             requires_grad(self.d_lat, False)
         with autocast(self.ctx.device, amp):
             h, rec = self.vae_ddp(x)
-            fake = self.d_img(rec)
-            with torch.no_grad():
-                real = self.d_img(x)
-            losses = {
-                "rec": F.l1_loss(rec.float(), x.float()),
-                "kl": kl_reduced(h),
-                "gan": lsgan(fake, True),
-                "fm": feature_matching(fake, real),
-            }
-            g = L.rec_l1 * losses["rec"] + L.kl * losses["kl"] + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
+            losses = {"rec": F.l1_loss(rec.float(), x.float()), "kl": kl_reduced(h)}
+            g = L.rec_l1 * losses["rec"] + L.kl * losses["kl"]
+            if self.use_d:
+                fake = self.d_img(rec)
+                with torch.no_grad():
+                    real = self.d_img(x)
+                losses["gan"], losses["fm"] = lsgan(fake, True), feature_matching(fake, real)
+                g = g + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
             if self.perceptual is not None:
                 losses["perc"] = self.perceptual(rec, x)
                 g = g + L.perceptual * losses["perc"]
@@ -100,22 +103,25 @@ class VAEStage:
         self._clip(self.vae)
         self.opt_g.step()
         # -- discriminators
-        requires_grad(self.d_img, True)
+        d = torch.zeros((), device=x.device)
         with autocast(self.ctx.device, amp):
-            out = self.d_img_ddp(torch.cat([x, rec.detach()]))
-            d = 0.5 * (lsgan([[o[-1][:x.shape[0]]] for o in out], True)
-                       + lsgan([[o[-1][x.shape[0]:]] for o in out], False))
-            losses["d_img"] = d
+            if self.use_d:
+                requires_grad(self.d_img, True)
+                out = self.d_img_ddp(torch.cat([x, rec.detach()]))
+                losses["d_img"] = 0.5 * (lsgan([[o[-1][:x.shape[0]]] for o in out], True)
+                                         + lsgan([[o[-1][x.shape[0]:]] for o in out], False))
+                d = d + losses["d_img"]
             if self.domain == "a":
                 requires_grad(self.d_lat, True)
                 pl = self.d_lat_ddp(h.detach())
                 losses["d_lat"] = 0.5 * (lsgan(pl[:n], False) + lsgan(pl[n:], True))
                 d = d + L.latent_gan * losses["d_lat"]
-        self.opt_d.zero_grad(set_to_none=True)
-        d.backward()
-        self.opt_d.step()
-        for s in self.schedulers.values():
-            s.step()
+        self.schedulers["g"].step()
+        if d.requires_grad:
+            self.opt_d.zero_grad(set_to_none=True)
+            d.backward()
+            self.opt_d.step()
+            self.schedulers["d"].step()
         self._last = (x.detach(), rec.detach())
         return {k: float(v.detach()) for k, v in losses.items()}
 
