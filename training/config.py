@@ -145,6 +145,8 @@ class EvalConfig:
     max_side: int = 512
     photos: int = 0                # 0 = all
     telea_radius: int = 5
+    grid_photos: int = 4           # rows of the small side-by-side grid (grid_small.png)
+    grid_crop: int = 160           # its crops, taken around each mask's centre, at full resolution
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Reports PSNR and SSIM over the photo and PSNR inside the scratch mask for the
 model, the degraded input, and OpenCV's Telea inpainting of the input (when
-opencv-python-headless is installed). Writes ``eval/results.csv``, ``eval/results.md``
-and ``eval/grid.png``.
+opencv-python-headless is installed). Writes ``eval/results.csv``, ``eval/results.md``,
+``eval/grid.png`` and ``eval/grid_small.png`` (crops around the defects of the first
+photos: the one docs/ shows).
 """
 from __future__ import annotations
 
@@ -122,4 +123,17 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     hh = min(r[0].shape[0] for r in grid)
     ww = min(r[0].shape[1] for r in grid)
     save_grid([[im[:hh, :ww] for im in r] for r in grid], out / "grid.png")
+    save_grid([[im[y:y + c, x:x + c] for im in r] for r, (y, x, c) in
+               ((r, crop_around_mask(r[1][..., 0] > 0, cfg.eval.grid_crop)) for r in grid[:cfg.eval.grid_photos])],
+              out / "grid_small.png")
     return rows
+
+
+def crop_around_mask(mask: np.ndarray, size: int) -> tuple[int, int, int]:
+    """(top, left, side) of a square crop centred on the mask's centre of mass, inside the image."""
+    h, w = mask.shape
+    c = min(size, h, w)
+    ys, xs = np.nonzero(mask) if mask.any() else ([h // 2], [w // 2])
+    y = int(np.clip(np.mean(ys) - c // 2, 0, h - c))
+    x = int(np.clip(np.mean(xs) - c // 2, 0, w - c))
+    return y, x, c

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from oldphoto_model import Restorer, load_model
 from training.config import preset
@@ -51,6 +52,20 @@ def test_evaluate_writes_table_and_grid(smoke, tmp_path):
     assert {"degraded input", "model"} <= {r["method"] for r in rows}
     assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in rows)
     assert (tmp_path / "eval" / "grid.png").is_file() and (tmp_path / "eval" / "results.md").is_file()
+    small = np.asarray(Image.open(tmp_path / "eval" / "grid_small.png"))
+    c = min(smoke.eval.grid_crop, smoke.eval.max_side)
+    assert small.shape[0] <= smoke.eval.grid_photos * (c + 2) + 2
+
+
+def test_crop_around_mask_stays_inside_and_centres():
+    from training.evaluate import crop_around_mask
+    m = np.zeros((100, 80), bool)
+    m[90:95, 70:75] = True
+    assert crop_around_mask(m, 40) == (60, 40, 40)          # pushed back inside
+    m[:] = False
+    m[40:50, 30:40] = True
+    assert crop_around_mask(m, 20) == (34, 24, 20)          # centred on the mask
+    assert crop_around_mask(np.zeros((10, 30), bool), 64) == (0, 10, 10)
 
 
 def test_psnr_ssim_reference_values():
