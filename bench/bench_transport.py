@@ -8,9 +8,9 @@
 2. End to end: restore latency through the server (client -> server -> model ->
    client) against the same restore in this process, same device and precision.
 
-Without ``--weights`` (no default weights are shipped yet) the end-to-end part
-uses the default architecture with random weights written to a temporary file:
-it measures time only, its output is not a restoration.
+Without ``--weights`` it uses the shipped default weights; ``--weights random``
+uses the paper's full-width architecture with random weights written to a temporary
+file (time only: its output is not a restoration).
 Prints Markdown tables.
 """
 from __future__ import annotations
@@ -126,7 +126,8 @@ def bench_end_to_end(weights: str, device: str, precision: str, sizes: list[int]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="weight file (default: random weights of the default architecture, timing only)")
+    p.add_argument("--weights", help="weight file (default: the shipped default weights; 'random': the paper's "
+                                     "full-width architecture with random weights, timing only)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--sizes", default="256,512", help="square image sides for the end-to-end part")
@@ -139,6 +140,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = ns.weights
         if weights is None:
+            from oldphoto_model import default_weights_path
+            weights = label = str(default_weights_path())
+        elif weights == "random":
             import torch
             from oldphoto_model import ModelConfig, RestorationModel, save_model
             torch.manual_seed(0)

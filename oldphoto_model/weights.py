@@ -78,6 +78,9 @@ def save_model(model: RestorationModel, path: str | os.PathLike, metadata: dict[
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 would hide a shared model file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -93,13 +96,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> RestorationModel:
-    """Load a weight file into a new ``RestorationModel`` in eval mode.
+def load_model(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> RestorationModel:
+    """Load a weight file (default: the shipped default weights) into a new
+    ``RestorationModel`` in eval mode.
 
     The model's ``weights_info`` attribute holds the file's identity. Every
     problem raises ``WeightsError`` naming the file and what is wrong.
     """
-    p = Path(path)
+    p = default_weights_path() if path is None else Path(path)
     name = str(p)
     if not p.exists():
         raise WeightsError(name, "file not found")

@@ -214,7 +214,7 @@ def _cpu() -> Config:
     c.optim.lr_mapping_g = 2e-4
     c.vae_a = StageConfig(steps=1300, batch_size=8)
     c.vae_b = StageConfig(steps=2600, batch_size=8)
-    c.mapping = StageConfig(steps=2600, batch_size=8)
+    c.mapping = StageConfig(steps=3000, batch_size=8)
     c.train.run_dir = "runs/cpu"
     c.train.log_every = 25
     c.train.ckpt_every = 200

@@ -97,7 +97,10 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
             from .data.degradations import add_defects
             degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
         restored = restorer.restore(degraded, mask.astype(np.uint8) * 255)
-        candidates = {"degraded input": degraded, "model": restored}
+        # what the plug-in hands back by default when the defects are selected: the model's
+        # pixels inside the selection, the photo's own outside it
+        kept = np.where(mask[..., None], restored, degraded)
+        candidates = {"degraded input": degraded, "model": restored, "model, outside the mask kept": kept}
         inpainted = telea(degraded, mask, cfg.eval.telea_radius)
         if inpainted is not None:
             candidates["opencv telea"] = inpainted

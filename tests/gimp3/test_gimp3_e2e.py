@@ -19,7 +19,7 @@ import gimp3  # noqa: E402
 from gimp_plugin import installer  # noqa: E402
 from gimp_plugin.common import oldphoto_common as common  # noqa: E402
 from gimp_plugin.testing.selections import scratch_selection, selection_in_layer  # noqa: E402
-from gimp_plugin.testing.server_process import (ServerProcess, free_port, make_weights,  # noqa: E402
+from gimp_plugin.testing.server_process import (ServerProcess, free_port,  # noqa: E402
                                                 reference)
 
 pytestmark = [pytest.mark.gimp3, pytest.mark.slow]
@@ -62,8 +62,8 @@ def gimp_ready():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("server.cli", reason="the server package is not importable")
-    weights = make_weights(tmp_path_factory.mktemp("weights") / "tiny.pt")
-    srv = ServerProcess(weights).start()   # a server that cannot start is a failure, not a skip
+    from oldphoto_model import default_weights_path
+    srv = ServerProcess(default_weights_path()).start()   # the shipped model, as a user gets it   # a server that cannot start is a failure, not a skip
     yield srv
     srv.stop()
 

@@ -1,5 +1,6 @@
 """Weight-file round trip and the documented errors for bad files."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -150,3 +151,13 @@ def test_norm_is_stored_checked_and_defaults_to_instance(saved, tmp_path):
     loaded = load_model(p)
     assert loaded.config == cfg
     assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in loaded.modules())
+
+
+def test_saved_file_is_readable_by_others_per_umask(tmp_path):
+    from oldphoto_model import RestorationModel, save_model
+    old = os.umask(0o022)
+    try:
+        p = save_model(RestorationModel(TINY), tmp_path / "shared.pt")
+    finally:
+        os.umask(old)
+    assert p.stat().st_mode & 0o777 == 0o644

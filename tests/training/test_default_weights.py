@@ -1,0 +1,53 @@
+"""The shipped default weights: present in the package, small, loadable the way the
+server loads them, made by ``python -m training``, and better than their input on
+real photos degraded by the project's own degradation."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oldphoto_model import Restorer, default_weights_path, load_model
+from training.config import preset
+from training.data.degradations import degrade
+from training.evaluate import psnr
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def test_default_weights_are_shipped_small_and_from_the_training_package(model):
+    path = default_weights_path()
+    assert model.weights_info.path == str(path)     # load_model() loads the default
+    assert path.parent.name == "weights" and path.parent.parent.name == "oldphoto_model"
+    assert path.stat().st_size <= 60 * 2 ** 20
+    meta = model.weights_info.metadata
+    assert meta["trained_by"] == "python -m training" and meta["preset"] == "cpu"
+    cfg = preset("cpu")
+    assert model.config == cfg.model
+    assert meta["steps"] == {"vae-a": cfg.vae_a.steps, "vae-b": cfg.vae_b.steps, "mapping": cfg.mapping.steps}
+
+
+def test_default_weights_restore_better_than_the_degraded_input(model):
+    restorer = Restorer(model, "cpu", "fp32")
+    cfg = preset("cpu").degrade
+    gain, gain_mask = [], []
+    for i, name in enumerate(sorted(DATA.glob("*_192.png"))):
+        clean = np.asarray(Image.open(name).convert("RGB"))
+        for seed in range(2):
+            degraded, _, mask = degrade(clean, [99, i, seed], cfg, None, defects=True)
+            if not mask.any():
+                continue
+            out = restorer.restore(degraded, mask.astype(np.uint8) * 255)
+            gain.append(psnr(out, clean) - psnr(degraded, clean))
+            gain_mask.append(psnr(out, clean, mask) - psnr(degraded, clean, mask))
+    assert len(gain) >= 4
+    print(f"PSNR gain over the input: {np.mean(gain):.2f} dB overall, {np.mean(gain_mask):.2f} dB in the masks")
+    # floors, not the figures: the shipped model measured +0.9 dB overall and +8.5 dB in
+    # the masks here; random weights or a broken pipeline lose several dB
+    assert np.mean(gain) > 0.0, gain
+    assert np.mean(gain_mask) > 4.0, gain_mask
