@@ -38,14 +38,14 @@ def cpu_bf16_flags() -> frozenset[str]:
 
 def select_precision(device: torch.device, pref: str = "auto") -> torch.dtype:
     """Compute dtype for autocast. ``auto``: bf16 on CUDA GPUs that support it (else
-    fp16); on CPU fp32, except bf16 on CPUs with AMX-BF16 tile units, where it is
-    several times faster (DESIGN.md §4: 7.4x per conv). AVX512-BF16 alone gains
-    about 2x at a visible accuracy cost, so it stays opt-in (``bf16``);
-    docs/BENCHMARKS.md has the measured speed and accuracy of each choice."""
+    fp16); on CPU bf16 where the CPU has bf16 matrix instructions (AMX-BF16 or
+    AVX512-BF16), else fp32. With the shipped weights bf16 is 1.2-1.5x faster here
+    (AVX512-BF16) and within 62.5 dB PSNR of fp32 (max one grey level);
+    docs/BENCHMARKS.md has the measurements."""
     if pref not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {pref!r}")
     if pref != "auto":
         return _DTYPES[pref]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if "amx_bf16" in cpu_bf16_flags() else torch.float32
+    return torch.bfloat16 if cpu_bf16_flags() else torch.float32

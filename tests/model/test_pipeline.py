@@ -145,3 +145,15 @@ def test_pipeline_equals_plain_model_forward(norm):
         ref = model(x, m)[0].permute(1, 2, 0).numpy()
     ref = np.clip(np.rint((ref + 1) * 127.5), 0, 255).astype(np.uint8)
     assert np.abs(out.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize("flags,want", [(frozenset(), torch.float32),
+                                        (frozenset({"avx512_bf16"}), torch.bfloat16),
+                                        (frozenset({"amx_bf16", "avx512_bf16"}), torch.bfloat16)])
+def test_auto_precision_on_cpu_follows_bf16_instructions(monkeypatch, flags, want):
+    from oldphoto_model import device as dev
+    monkeypatch.setattr(dev, "cpu_bf16_flags", lambda: flags)
+    assert dev.select_precision(torch.device("cpu"), "auto") == want
+    assert dev.select_precision(torch.device("cpu"), "fp32") == torch.float32
+    with pytest.raises(ValueError):
+        dev.select_precision(torch.device("cpu"), "fp8")
