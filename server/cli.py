@@ -364,4 +364,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 __all__ = ["main", "add_config_flags", "config_from_args", "load_restorer", "read_image", "write_image",
-           "synthetic_sample", "serve_parser", "restore_parser"]
+           "bundled_sample", "serve_parser", "restore_parser"]

@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..archs import load_vgg19
 from ..config import Config
 from ..dist import DistContext
-from ..losses import PerceptualLoss, encoder_features
+from ..losses import PerceptualLoss, encoder_features, feature_matching, lsgan
 
 
 def adam(params, lr: float, cfg: Config) -> torch.optim.Adam:
@@ -83,3 +83,27 @@ def build_perceptual(cfg: Config, frozen_encoder_b: nn.Module | None, log) -> Pe
     log(f"perceptual loss: no VGG19 weights given -> off (loss.perceptual_fallback={choice!r}; "
         "see docs/TRAINING.md)")
     return None
+
+
+def uses_image_discriminator(cfg: Config) -> bool:
+    """False when both adversarial weights are 0: the stages then never run the PatchGAN."""
+    return cfg.loss.image_gan > 0 or cfg.loss.feat_match > 0
+
+
+def image_terms(cfg: Config, d_img: nn.Module, perceptual: PerceptualLoss | None, fake: torch.Tensor,
+                real: torch.Tensor, losses: dict[str, torch.Tensor]) -> torch.Tensor | float:
+    """The generator's image-space terms shared by every stage: LSGAN + feature matching on
+    ``d_img`` (when weighted) and the perceptual term (when built). Adds each to ``losses``
+    and returns their weighted sum (0.0 when none applies)."""
+    L = cfg.loss
+    g: torch.Tensor | float = 0.0
+    if uses_image_discriminator(cfg):
+        pf = d_img(fake)
+        with torch.no_grad():
+            pr = d_img(real)
+        losses["gan"], losses["fm"] = lsgan(pf, True), feature_matching(pf, pr)
+        g = g + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
+    if perceptual is not None:
+        losses["perc"] = perceptual(fake, real)
+        g = g + L.perceptual * losses["perc"]
+    return g

@@ -21,8 +21,9 @@ from ..archs import MultiScaleDiscriminator
 from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..dist import DistContext
-from ..losses import feature_matching, lsgan
-from .common import adam, autocast, build_perceptual, linear_decay, requires_grad, unwrap, wrap
+from ..losses import lsgan
+from .common import (adam, autocast, build_perceptual, image_terms, linear_decay, requires_grad, unwrap,
+                     uses_image_discriminator, wrap)
 
 
 def load_vae_part(run_dir: str | Path, stage: str, part: str, module: nn.Module) -> nn.Module:
@@ -59,7 +60,7 @@ class MappingStage:
         # full attention, not hole-only: gradients must reach every position of O
         self.attn = AttentionOptions(backend=cfg.train.attention_backend, hole_only=False)
         self.perceptual = build_perceptual(cfg, self.enc_b, log)
-        self.use_d = cfg.loss.image_gan > 0 or cfg.loss.feat_match > 0
+        self.use_d = uses_image_discriminator(cfg)
 
     def restore(self, x: torch.Tensor, mask: torch.Tensor, net: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,15 +84,7 @@ class MappingStage:
             if L.image_l1 > 0:
                 losses["img_l1"] = F.l1_loss(y_hat.float(), y.float())
                 g = g + L.image_l1 * losses["img_l1"]
-            if self.use_d:
-                fake = self.d_img(y_hat)
-                with torch.no_grad():
-                    real = self.d_img(y)
-                losses["gan"], losses["fm"] = lsgan(fake, True), feature_matching(fake, real)
-                g = g + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
-            if self.perceptual is not None:
-                losses["perc"] = self.perceptual(y_hat, y)
-                g = g + L.perceptual * losses["perc"]
+            g = g + image_terms(self.cfg, self.d_img, self.perceptual, y_hat, y, losses)
         self.opt_g.zero_grad(set_to_none=True)
         g.backward()
         if self.cfg.optim.grad_clip > 0:

@@ -16,8 +16,9 @@ from oldphoto_model.archs import VAEDecoder, VAEEncoder
 from ..archs import LatentDiscriminator, MultiScaleDiscriminator
 from ..config import Config
 from ..dist import DistContext
-from ..losses import feature_matching, kl_reduced, lsgan
-from .common import adam, autocast, build_perceptual, linear_decay, requires_grad, unwrap, wrap
+from ..losses import kl_reduced, lsgan
+from .common import (adam, autocast, build_perceptual, image_terms, linear_decay, requires_grad, unwrap,
+                     uses_image_discriminator, wrap)
 
 
 class VAE(nn.Module):
@@ -64,8 +65,7 @@ class VAEStage:
         self.d_img_ddp = wrap(self.d_img, ctx)
         self.d_lat_ddp = wrap(self.d_lat, ctx) if domain == "a" else None
         self.perceptual = build_perceptual(cfg, None, log)
-        # both adversarial weights 0 (the CPU preset): the image discriminator is never run
-        self.use_d = cfg.loss.image_gan > 0 or cfg.loss.feat_match > 0
+        self.use_d = uses_image_discriminator(cfg)
 
     def inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.domain == "b":
@@ -84,15 +84,7 @@ class VAEStage:
             h, rec = self.vae_ddp(x)
             losses = {"rec": F.l1_loss(rec.float(), x.float()), "kl": kl_reduced(h)}
             g = L.rec_l1 * losses["rec"] + L.kl * losses["kl"]
-            if self.use_d:
-                fake = self.d_img(rec)
-                with torch.no_grad():
-                    real = self.d_img(x)
-                losses["gan"], losses["fm"] = lsgan(fake, True), feature_matching(fake, real)
-                g = g + L.image_gan * losses["gan"] + L.feat_match * losses["fm"]
-            if self.perceptual is not None:
-                losses["perc"] = self.perceptual(rec, x)
-                g = g + L.perceptual * losses["perc"]
+            g = g + image_terms(self.cfg, self.d_img, self.perceptual, rec, x, losses)
             if self.domain == "a":
                 # fool D_lat both ways: synthetic latents look real-old and vice versa
                 pl = self.d_lat(h)
