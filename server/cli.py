@@ -196,6 +196,16 @@ def read_image(path: str):
     return np.ascontiguousarray(arr), im.mode, keep
 
 
+def read_mask(path: str, size: "tuple[int, int]"):
+    """A defect mask file as uint8 H x W (white = defect); ValueError unless it is ``size`` (w, h)."""
+    import numpy as np
+    from PIL import Image
+    m = Image.open(path)
+    if m.size != tuple(size):
+        raise ValueError(f"mask {path} is {m.size[0]}x{m.size[1]}, the image is {size[0]}x{size[1]}")
+    return np.ascontiguousarray(np.asarray(m.convert("L"), dtype=np.uint8))
+
+
 def write_image(path: str, arr, mode: str, keep: dict) -> None:
     """Write ``arr`` (H x W x C) in ``mode``; the format comes from the file name."""
     from PIL import Image
@@ -244,7 +254,6 @@ def cmd_restore(argv: Sequence[str]) -> int:
 
 def _restore_file(ns: argparse.Namespace) -> int:
     import numpy as np
-    from PIL import Image
     src, dst = Path(ns.input), Path(ns.output)
     if not src.is_file():
         raise ValueError(f"{src}: no such file")
@@ -252,12 +261,7 @@ def _restore_file(ns: argparse.Namespace) -> int:
         raise ValueError(f"{dst} is the input file: choose another OUT or pass --overwrite")
     image, mode, keep = read_image(str(src))
     h, w, c = image.shape
-    mask = None
-    if ns.mask:
-        m = Image.open(ns.mask)
-        if m.size != (w, h):
-            raise ValueError(f"mask {ns.mask} is {m.size[0]}x{m.size[1]}, the image is {w}x{h}")
-        mask = np.ascontiguousarray(np.asarray(m.convert("L"), dtype=np.uint8))
+    mask = read_mask(ns.mask, (w, h)) if ns.mask else None
     options = {"mask_threshold": ns.mask_threshold, "restrict_to_mask": ns.restrict_to_mask}
     progress = progress_printer()
     t0 = time.monotonic()
@@ -296,7 +300,6 @@ def bundled_sample() -> "tuple[Path, Optional[Path]]":
 def cmd_demo(argv: Sequence[str]) -> int:
     """Restore a sample end to end and write the result. Returns the exit status."""
     import numpy as np
-    from PIL import Image
     p = argparse.ArgumentParser(
         prog="oldphoto-server demo",
         description="Restore a sample photo end to end: through a running server if one answers, "
@@ -331,10 +334,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
         else:
             src, mask_file = bundled_sample()
         image, mode, _ = read_image(str(src))
-        mask = np.array(Image.open(mask_file).convert("L"), dtype=np.uint8) if mask_file else None
         h, w, c = image.shape
-        if mask is not None and mask.shape != (h, w):
-            raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image is {w}x{h}")
+        mask = read_mask(str(mask_file), (w, h)) if mask_file else None
         print(f"restoring {src} ({w}x{h}) through {via}", flush=True)
         with client:
             data, meta = client.restore(image.tobytes(), w, h, c, mask=None if mask is None else mask.tobytes(),
@@ -363,5 +364,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return {"serve": cmd_serve, "info": cmd_info, "restore": cmd_restore, "demo": cmd_demo}[cmd](rest)
 
 
-__all__ = ["main", "add_config_flags", "config_from_args", "load_restorer", "read_image", "write_image",
+__all__ = ["main", "add_config_flags", "config_from_args", "load_restorer", "read_image", "read_mask", "write_image",
            "bundled_sample", "serve_parser", "restore_parser"]

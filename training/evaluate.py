@@ -126,9 +126,11 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     hh = min(r[0].shape[0] for r in grid)
     ww = min(r[0].shape[1] for r in grid)
     save_grid([[im[:hh, :ww] for im in r] for r in grid], out / "grid.png")
-    save_grid([[im[y:y + c, x:x + c] for im in r] for r, (y, x, c) in
-               ((r, crop_around_mask(r[1][..., 0] > 0, cfg.eval.grid_crop)) for r in grid[:cfg.eval.grid_photos])],
-              out / "grid_small.png")
+    small = []
+    for row in grid[:cfg.eval.grid_photos]:            # row[1] is the mask, as RGB
+        y, x, c = crop_around_mask(row[1][..., 0] > 0, cfg.eval.grid_crop)
+        small.append([im[y:y + c, x:x + c] for im in row])
+    save_grid(small, out / "grid_small.png")
     return rows
 
 

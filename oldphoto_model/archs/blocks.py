@@ -17,10 +17,12 @@ def conv_norm_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1,
     layers: list[nn.Module] = []
     if pad:
         layers.append(nn.ReflectionPad2d(pad))
-    layers.append(nn.Conv2d(cin, cout, kernel, stride))
-    if normalize:
-        layers.append(norm(cout))
-    return layers + [nn.ReLU(inplace=True)]
+    return layers + [nn.Conv2d(cin, cout, kernel, stride)] + norm_relu(cout, normalize)
+
+
+def norm_relu(channels: int, normalize: bool = True) -> list[nn.Module]:
+    """Instance norm (unless ``normalize`` is False) and ReLU, to follow a conv."""
+    return ([norm(channels)] if normalize else []) + [nn.ReLU(inplace=True)]
 
 
 class ResBlock(nn.Module):
@@ -34,9 +36,7 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, normalize: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3)]
-        if normalize:
-            layers.append(norm(channels))
-        layers += [nn.ReLU(inplace=True), nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3)]
+        layers += norm_relu(channels, normalize) + [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3)]
         if normalize:
             layers.append(norm(channels))
         self.body = nn.Sequential(*layers)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import VAEConfig
-from .blocks import ResBlock, conv_norm_relu, norm
+from .blocks import ResBlock, conv_norm_relu, norm_relu
 
 
 class VAEEncoder(nn.Module):
@@ -21,7 +21,7 @@ class VAEEncoder(nn.Module):
         c, nm = cfg.channels, cfg.norm == "instance"
         layers = conv_norm_relu(cfg.in_channels, c, kernel=7, normalize=nm)
         for _ in range(cfg.n_downsample):
-            layers += [nn.Conv2d(c, c, 4, stride=2, padding=1)] + ([norm(c)] if nm else []) + [nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, c, 4, stride=2, padding=1)] + norm_relu(c, nm)
         layers += [ResBlock(c, normalize=nm) for _ in range(cfg.n_res_blocks)]
         self.net = nn.Sequential(*layers)
 
@@ -37,8 +37,7 @@ class VAEDecoder(nn.Module):
         c, nm = cfg.channels, cfg.norm == "instance"
         layers: list[nn.Module] = [ResBlock(c, normalize=nm) for _ in range(cfg.n_res_blocks)]
         for _ in range(cfg.n_downsample):
-            layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)] + ([norm(c)] if nm else []) + [
-                nn.ReLU(inplace=True)]
+            layers += [nn.ConvTranspose2d(c, c, 4, stride=2, padding=1)] + norm_relu(c, nm)
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, cfg.in_channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 

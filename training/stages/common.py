@@ -107,3 +107,11 @@ def image_terms(cfg: Config, d_img: nn.Module, perceptual: PerceptualLoss | None
         losses["perc"] = perceptual(fake, real)
         g = g + L.perceptual * losses["perc"]
     return g
+
+
+def discriminator_loss(d_img: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN loss of the multi-scale image discriminator on one batch of real and one of
+    (detached) fake images, run through it together."""
+    out = d_img(torch.cat([real, fake.detach()]))
+    n = real.shape[0]
+    return 0.5 * (lsgan([[o[-1][:n]] for o in out], True) + lsgan([[o[-1][n:]] for o in out], False))

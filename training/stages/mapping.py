@@ -21,9 +21,8 @@ from ..archs import MultiScaleDiscriminator
 from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..dist import DistContext
-from ..losses import lsgan
-from .common import (adam, autocast, build_perceptual, image_terms, linear_decay, requires_grad, unwrap,
-                     uses_image_discriminator, wrap)
+from .common import (adam, autocast, build_perceptual, discriminator_loss, image_terms, linear_decay,
+                     requires_grad, unwrap, uses_image_discriminator, wrap)
 
 
 def load_vae_part(run_dir: str | Path, stage: str, part: str, module: nn.Module) -> nn.Module:
@@ -93,10 +92,7 @@ class MappingStage:
         if self.use_d:
             requires_grad(self.d_img, True)
             with autocast(self.ctx.device, amp):
-                out = self.d_img_ddp(torch.cat([y, y_hat.detach()]))
-                n = y.shape[0]
-                losses["d_img"] = 0.5 * (lsgan([[o[-1][:n]] for o in out], True)
-                                         + lsgan([[o[-1][n:]] for o in out], False))
+                losses["d_img"] = discriminator_loss(self.d_img_ddp, y, y_hat)
             self.opt_d.zero_grad(set_to_none=True)
             losses["d_img"].backward()
             self.opt_d.step()

@@ -17,8 +17,8 @@ from ..archs import LatentDiscriminator, MultiScaleDiscriminator
 from ..config import Config
 from ..dist import DistContext
 from ..losses import kl_reduced, lsgan
-from .common import (adam, autocast, build_perceptual, image_terms, linear_decay, requires_grad, unwrap,
-                     uses_image_discriminator, wrap)
+from .common import (adam, autocast, build_perceptual, discriminator_loss, image_terms, linear_decay,
+                     requires_grad, unwrap, uses_image_discriminator, wrap)
 
 
 class VAE(nn.Module):
@@ -99,9 +99,7 @@ class VAEStage:
         with autocast(self.ctx.device, amp):
             if self.use_d:
                 requires_grad(self.d_img, True)
-                out = self.d_img_ddp(torch.cat([x, rec.detach()]))
-                losses["d_img"] = 0.5 * (lsgan([[o[-1][:x.shape[0]]] for o in out], True)
-                                         + lsgan([[o[-1][x.shape[0]:]] for o in out], False))
+                losses["d_img"] = discriminator_loss(self.d_img_ddp, x, rec)
                 d = d + losses["d_img"]
             if self.domain == "a":
                 requires_grad(self.d_lat, True)
