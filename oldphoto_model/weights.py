@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .config import ModelConfig
 from .errors import WeightsError
 from .model import RestorationModel
@@ -61,7 +61,7 @@ def default_weights_path() -> Path:
 
 def save_model(model: RestorationModel, path: str | os.PathLike, metadata: dict[str, Any] | None = None,
                dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``model`` atomically (temporary file + rename) in the documented format."""
+    """Write ``model`` atomically (oldphoto_model.atomic) in the documented format."""
     path = Path(path)
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -73,18 +73,7 @@ def save_model(model: RestorationModel, path: str | os.PathLike, metadata: dict[
         sd = getattr(model, part).state_dict()
         payload[part] = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
                          for k, v in sd.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 would hide a shared model file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 

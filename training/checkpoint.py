@@ -9,30 +9,16 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from oldphoto_model.atomic import atomic_write_bytes
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename: a crash never
-    leaves a half-written file under ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+__all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint", "read_checkpoint",
+           "latest_checkpoint", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

@@ -366,7 +366,7 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
 
 def save_config(cfg: Config, directory: str | os.PathLike) -> Path:
     """Write ``config.json`` into ``directory`` (atomically)."""
-    from .checkpoint import atomic_write_bytes
+    from oldphoto_model.atomic import atomic_write_bytes
     path = Path(directory) / "config.json"
     atomic_write_bytes(path, cfg.to_json().encode())
     return path
