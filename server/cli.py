@@ -3,6 +3,7 @@
     python -m server [--bind ADDR] [--weights FILE] [--device auto|cpu|cuda] ...
     python -m server info [--address ADDR]
     python -m server restore IN OUT [--mask MASK] [--address ADDR | --in-process --weights FILE]
+    python -m server restore IN... OUTDIR [--mask MASKDIR] [--recursive] [--ext png]   (batch)
     python -m server demo [IMAGE] [--out OUT] [--weights FILE]
 
 The serve flags are generated from ServerConfig's fields (server.config).
@@ -10,20 +11,23 @@ The serve flags are generated from ServerConfig's fields (server.config).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
+import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from . import batch
+from .batch import Job, read_image, read_mask, write_image
 from .client import DEFAULT_ADDRESS, Client, ClientError, ServerUnavailable
 from .config import ServerConfig, config_fields, is_local_address
 
 SUBCOMMANDS = ("serve", "info", "restore", "demo")
-EXIT_USAGE, EXIT_NO_SERVER, EXIT_FAILED = 2, 3, 1
+EXIT_USAGE, EXIT_NO_SERVER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 1, 130
 
 
 # -- flags from ServerConfig ------------------------------------------------------
@@ -171,79 +175,39 @@ def cmd_info(argv: Sequence[str]) -> int:
 
 
 # -- restore ----------------------------------------------------------------------------
-_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-
-
-def read_image(path: str):
-    """-> (uint8 array H x W x C, Pillow mode, save kwargs that keep metadata).
-    8-bit modes other than L/LA/RGB/RGBA are converted (with a note); deeper ones refused."""
-    import numpy as np
-    from PIL import Image
-    im = Image.open(path)
-    im.load()
-    keep = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
-    mode = im.mode
-    if mode not in _MODES:
-        if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-            raise ValueError(f"{path}: {mode} images are not 8-bit; only 8-bit images are supported")
-        has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
-        target = ("RGBA" if has_alpha else "RGB") if mode not in ("1",) else "L"
-        _err(f"note: {path} is mode {mode}; restoring it as {target}")
-        im = im.convert(target)
-    arr = np.array(im, dtype=np.uint8)    # a writable copy (the pipeline makes tensors of it)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return np.ascontiguousarray(arr), im.mode, keep
-
-
-def read_mask(path: str, size: "tuple[int, int]"):
-    """A defect mask file as uint8 H x W (white = defect); ValueError unless it is ``size`` (w, h)."""
-    import numpy as np
-    from PIL import Image
-    m = Image.open(path)
-    if m.size != tuple(size):
-        raise ValueError(f"mask {path} is {m.size[0]}x{m.size[1]}, the image is {size[0]}x{size[1]}")
-    return np.ascontiguousarray(np.asarray(m.convert("L"), dtype=np.uint8))
-
-
-def write_image(path: str, arr, mode: str, keep: dict) -> None:
-    """Write ``arr`` (H x W x C) in ``mode``; the format comes from the file name."""
-    from PIL import Image
-    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode=mode)
-    ext = Path(path).suffix.lower()
-    kw = dict(keep)
-    if ext in (".jpg", ".jpeg"):
-        if mode in ("LA", "RGBA"):
-            raise ValueError(f"{path}: JPEG cannot store the alpha channel of a {mode} image; "
-                             "write PNG or TIFF")
-        kw["quality"] = 95
-    img.save(path, **kw)
-
-
 def restore_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="oldphoto-server restore",
-        description="Restore an image file through a running server (or in this process with "
-                    "--in-process). Reads and writes 8-bit PNG, JPEG, TIFF and what else Pillow "
-                    "handles; keeps the image mode.")
-    p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT")
-    p.add_argument("--mask", help="grayscale image of IN's size, white = defect (scratches to inpaint)")
+        description="Restore photos through a running server (or in this process with --in-process). "
+                    "One file: IN OUT. Many: folders, files or quoted patterns ('album/*.jpg') and an OUT "
+                    "folder; photos already restored there are skipped, so after Ctrl-C the same command "
+                    "continues. Reads and writes 8-bit PNG, JPEG, TIFF and what else Pillow handles; keeps "
+                    "the image mode. Results are written atomically (never half-written).")
+    p.add_argument("inputs", metavar="IN", nargs="+", help="photo, folder of photos, or pattern")
+    p.add_argument("output", metavar="OUT", help="result file, or folder for several photos")
+    p.add_argument("--mask", help="grayscale image of IN's size, white = defect (scratches to inpaint); "
+                                  "with several photos a folder of masks matched by name (PHOTO.png or "
+                                  "PHOTO_mask.png, any image extension); photos without one get none")
+    p.add_argument("--recursive", action="store_true", help="folders: include their subfolders (OUT mirrors them)")
+    p.add_argument("--ext", help="several photos: write this format (e.g. png; default: each photo's own)")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
     p.add_argument("--in-process", action="store_true", help="run the model here instead of in a server")
     add_config_flags(p, only=("weights", "device", "precision"))
     p.add_argument("--mask-threshold", type=int, default=128, help="mask values >= this are defects (default 128)")
     p.add_argument("--restrict-to-mask", action="store_true", help="change only the masked pixels")
-    p.add_argument("--overwrite", action="store_true", help="allow OUT to be the same file as IN")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the server (default 3600)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing results (also OUT = IN); without it an existing OUT is refused "
+                        "and, with several photos, skipped as already done")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the server per photo "
+                                                                   "(default 3600)")
     return p
 
 
 def cmd_restore(argv: Sequence[str]) -> int:
-    """Restore one image file through a server or in-process. Returns the exit status."""
+    """Restore one photo or a batch through a server or in-process. Returns the exit status."""
     ns = restore_parser().parse_args(argv)
     try:
-        return _restore_file(ns)
+        return _restore(ns)
     except ServerUnavailable as e:
         _err(e.message)
         return EXIT_NO_SERVER
@@ -252,36 +216,77 @@ def cmd_restore(argv: Sequence[str]) -> int:
         return EXIT_FAILED
 
 
-def _restore_file(ns: argparse.Namespace) -> int:
+def _plan(ns: argparse.Namespace) -> "tuple[list[Job], bool]":
+    """(jobs, batch?) with every path problem raised before any work."""
+    if not batch.is_batch(ns.inputs, ns.output):
+        src, dst = Path(ns.inputs[0]), Path(ns.output)
+        if not src.is_file():
+            raise batch.PathProblem(f"{src}: no such file")
+        if ns.mask and not Path(ns.mask).is_file():
+            raise batch.PathProblem(f"{ns.mask}: no such mask file")
+        batch.check_output(dst, ns.overwrite, batch.peek_mode(str(src)), source=src)
+        return [Job(src, dst, Path(ns.mask) if ns.mask else None)], False
+    jobs = batch.plan(ns.inputs, ns.output, ns.mask, ns.ext, ns.recursive)
+    Path(ns.output).mkdir(exist_ok=True)
+    return jobs, True
+
+
+def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Optional[batch.RestoreFn]":
+    """The restore step shared by every photo: one model in this process, or one client."""
     import numpy as np
-    src, dst = Path(ns.input), Path(ns.output)
-    if not src.is_file():
-        raise ValueError(f"{src}: no such file")
-    if (dst.exists() and os.path.samefile(src, dst)) and not ns.overwrite:
-        raise ValueError(f"{dst} is the input file: choose another OUT or pass --overwrite")
-    image, mode, keep = read_image(str(src))
-    h, w, c = image.shape
-    mask = read_mask(ns.mask, (w, h)) if ns.mask else None
     options = {"mask_threshold": ns.mask_threshold, "restrict_to_mask": ns.restrict_to_mask}
-    progress = progress_printer()
-    t0 = time.monotonic()
     if ns.in_process:
         restorer = _load_or_explain(ns.weights, ns.device, ns.precision)
         if restorer is None:
-            return EXIT_USAGE
+            return None
+        from oldphoto_model import Cancelled
+
         from .worker import restore_image
-        out, _ = restore_image(restorer, image, mask, options, progress)
-        where = f"in-process on {restorer.device}"
-    else:
-        with Client(ns.address, timeout=ns.timeout) as client:
-            data, meta = client.restore(image.tobytes(), w, h, c,
-                                        mask=None if mask is None else mask.tobytes(),
-                                        options=options, progress=progress)
-        out = np.frombuffer(data, dtype=np.uint8).reshape(h, w, c)
-        where = f"via {ns.address} on {meta.get('device')}"
-    write_image(str(dst), out, mode, keep)
-    print(f"restored {src} -> {dst} ({w}x{h} {mode}, {where}, {time.monotonic() - t0:.2f} s)", flush=True)
-    return 0
+
+        def local(image, mask, progress, should_cancel):
+            def report(fraction: float, stage: str) -> None:
+                if should_cancel():
+                    raise Cancelled("interrupted")
+                progress(fraction, stage)
+            out, _ = restore_image(restorer, image, mask, options, report)
+            return out, f"in-process on {restorer.device}"
+        return local
+    client = stack.enter_context(Client(ns.address, timeout=ns.timeout))
+    client.ping()     # no server: said once, before the first photo
+
+    def remote(image, mask, progress, should_cancel):
+        h, w, c = image.shape
+        data, meta = client.restore(image.tobytes(), w, h, c, mask=None if mask is None else mask.tobytes(),
+                                    options=options, progress=progress, should_cancel=should_cancel)
+        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, c), f"via {ns.address} on {meta.get('device')}"
+    return remote
+
+
+def _restore(ns: argparse.Namespace) -> int:
+    jobs, many = _plan(ns)
+
+    def done(job: Job, where: str, seconds: float) -> None:
+        print(f"restored {job.src} -> {job.dst} ({where}, {seconds:.2f} s)", flush=True)
+
+    with contextlib.ExitStack() as stack:
+        restore = _restorer_fn(ns, stack)
+        if restore is None:
+            return EXIT_USAGE
+        result = batch.run_jobs(jobs, restore, overwrite=ns.overwrite, skip_existing=many and not ns.overwrite,
+                                fatal=(ServerUnavailable,), on_done=done)
+    if many:
+        print(result.summary(len(jobs)), flush=True)
+    elif result.failed:
+        _err(result.failed[0][1])
+    elif result.stopped_by:
+        _err(result.stopped_by)
+    if result.stopped_by:
+        return EXIT_NO_SERVER
+    if result.interrupted:
+        if not many:
+            _err("interrupted; nothing was written")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if result.failed else 0
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -297,6 +302,21 @@ def bundled_sample() -> "tuple[Path, Optional[Path]]":
     return photos[0], mask if mask.exists() else None
 
 
+def demo_output(src: Path, home: Optional[Path] = None) -> Path:
+    """Where the demo writes by default: ``~/Pictures/oldphoto-demo/`` when there is a
+    Pictures folder, else ``oldphoto-demo/`` in the temporary folder; a new name each run
+    (``NAME-restored.png``, ``NAME-restored-2.png``, ...) so nothing is ever replaced."""
+    pictures = (home or Path.home()) / "Pictures"
+    folder = (pictures if pictures.is_dir() else Path(tempfile.gettempdir())) / "oldphoto-demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        cand = folder / f"{src.stem}-restored{'' if n == 1 else f'-{n}'}.png"
+        if not os.path.lexists(cand):
+            return cand
+        n += 1
+
+
 def cmd_demo(argv: Sequence[str]) -> int:
     """Restore a sample end to end and write the result. Returns the exit status."""
     import numpy as np
@@ -306,7 +326,9 @@ def cmd_demo(argv: Sequence[str]) -> int:
                     "else through a server started in this process on a free port.")
     p.add_argument("image", nargs="?", help="photo to restore (default: the bundled aged sample and its mask)")
     p.add_argument("--mask", help="defect mask for IMAGE (white = defect)")
-    p.add_argument("--out", default="oldphoto-demo-restored.png", help="result file (default %(default)s)")
+    p.add_argument("--out", help="result file (default: a new file in ~/Pictures/oldphoto-demo/, or in "
+                                 "the temporary folder's oldphoto-demo/ without a Pictures folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help="use the server running here if it answers")
     add_config_flags(p, only=("weights", "device", "precision"))
     ns = p.parse_args(argv)
@@ -314,7 +336,16 @@ def cmd_demo(argv: Sequence[str]) -> int:
     server = None
     meta: dict = {}
     try:
-        # find or start a server before touching any file: no weights, no output
+        if ns.image:
+            src, mask_file = Path(ns.image), Path(ns.mask) if ns.mask else None
+            if not src.is_file():
+                raise batch.PathProblem(f"{src}: no such file")
+        else:
+            src, mask_file = bundled_sample()
+        if ns.out:   # path problems first: no server started, no model loaded for nothing
+            out_path = Path(ns.out)
+            batch.check_output(out_path, ns.overwrite, source=src)
+        # find or start a server before writing anything: no weights, no output
         client = Client(ns.address, timeout=3600.0)
         try:
             client.ping(timeout=0.5)
@@ -329,29 +360,28 @@ def cmd_demo(argv: Sequence[str]) -> int:
             endpoint = server.start()
             client = Client(endpoint, timeout=3600.0)
             via = f"a server started here at {endpoint}"
-        if ns.image:
-            src, mask_file = Path(ns.image), Path(ns.mask) if ns.mask else None
-        else:
-            src, mask_file = bundled_sample()
         image, mode, _ = read_image(str(src))
         h, w, c = image.shape
         mask = read_mask(str(mask_file), (w, h)) if mask_file else None
+        if not ns.out:
+            out_path = demo_output(src)
+        batch.check_output(out_path, ns.overwrite, mode, source=src)
         print(f"restoring {src} ({w}x{h}) through {via}", flush=True)
         with client:
             data, meta = client.restore(image.tobytes(), w, h, c, mask=None if mask is None else mask.tobytes(),
                                         progress=progress_printer())
         out = np.frombuffer(data, dtype=np.uint8).reshape(h, w, c)
-        write_image(ns.out, out, mode, {})
+        write_image(str(out_path), out, mode, {}, overwrite=ns.overwrite)
     except (ValueError, OSError, ClientError) as e:
         _err(str(e))
         return EXIT_FAILED
     finally:
         if server is not None:
             server.stop()
-    print(f"wrote {os.path.abspath(ns.out)} ({meta.get('seconds')} s on {meta.get('device')}, "
+    print(f"wrote {os.path.abspath(out_path)} ({meta.get('seconds')} s on {meta.get('device')}, "
           f"weights {meta.get('weights')})", flush=True)
-    print("next: install the GIMP plug-in with `python -m gimp_plugin install`, start the server with "
-          "`python -m server`, then use Filters > Enhance > Restore Old Photo... in GIMP", flush=True)
+    print("next: install the GIMP plug-in with: python -m gimp_plugin install; start the server with: "
+          "python -m server; then use Filters > Enhance > Restore Old Photo... in GIMP", flush=True)
     return 0
 
 

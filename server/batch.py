@@ -1,0 +1,401 @@
+"""Image files for ``python -m server restore`` and ``demo``: reading, checking an
+output path before any work, atomic writing, and restoring many photos (folders,
+globs) with progress, skipping, resuming and a failure summary.
+
+Every path problem is found before the first photo is restored, and every
+message names the path. Results are written with oldphoto_model.atomic: a kill
+never leaves a half-written photo, so running the same command again resumes.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from oldphoto_model.atomic import DestinationExists, atomic_write
+
+_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+_GLOB_CHARS = "*?["
+#: a restore: (image H x W x C, mask H x W or None, progress(fraction, stage), should_cancel())
+#: -> (result array, where it ran)
+RestoreFn = Callable[[Any, Any, Callable[[float, str], None], Callable[[], bool]], "tuple[Any, str]"]
+
+
+class PathProblem(ValueError):
+    """An input or output path that cannot be used; the message names it."""
+
+
+def _note(msg: str) -> None:
+    print(f"oldphoto-server: {msg}", file=sys.stderr, flush=True)
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _open(path: str):
+    """A Pillow image, its header read (pixels not yet); PathProblem for a non-image."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        raise PathProblem(f"{path}: not an image file Pillow can read") from None
+
+
+def _target_mode(im: Any, path: str) -> str:
+    """The mode an image is restored in: its own when the model takes it, else an 8-bit
+    conversion; ValueError for deeper images."""
+    mode = im.mode
+    if mode in _MODES:
+        return mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        raise ValueError(f"{path}: {mode} images are not 8-bit; only 8-bit images are supported")
+    has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
+    return ("RGBA" if has_alpha else "RGB") if mode != "1" else "L"
+
+
+def peek_mode(path: str) -> str:
+    """The mode ``read_image`` will give, from the file's header only (cheap)."""
+    with _open(path) as im:
+        return _target_mode(im, path)
+
+
+def read_image(path: str):
+    """-> (uint8 array H x W x C, Pillow mode, save kwargs that keep metadata).
+    8-bit modes other than L/LA/RGB/RGBA are converted (with a note); deeper ones refused."""
+    import numpy as np
+    im = _open(path)
+    im.load()
+    keep = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
+    target = _target_mode(im, path)
+    if target != im.mode:
+        _note(f"note: {path} is mode {im.mode}; restoring it as {target}")
+        im = im.convert(target)
+    arr = np.array(im, dtype=np.uint8)    # a writable copy (the pipeline makes tensors of it)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr), im.mode, keep
+
+
+def read_mask(path: str, size: "tuple[int, int]"):
+    """A defect mask file as uint8 H x W (white = defect); ValueError unless it is ``size`` (w, h)."""
+    import numpy as np
+    from PIL import Image
+    m = Image.open(path)
+    if m.size != tuple(size):
+        raise ValueError(f"mask {path} is {m.size[0]}x{m.size[1]}, the image is {size[0]}x{size[1]}")
+    return np.ascontiguousarray(np.asarray(m.convert("L"), dtype=np.uint8))
+
+
+# -- checking and writing an output ------------------------------------------------------------
+def output_format(path: Path) -> str:
+    """Pillow's format name for ``path``'s extension; PathProblem naming the path otherwise."""
+    from PIL import Image
+    Image.init()
+    ext = path.suffix.lower()
+    if not ext:
+        raise PathProblem(f"{path}: no file extension, so no image format; end the name in .png, .jpg or .tif")
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise PathProblem(f"{path}: Pillow cannot write {ext!r} files; end the name in .png, .jpg or .tif")
+    return fmt
+
+
+def _save_kwargs(path: Path, fmt: str, mode: str, keep: dict) -> dict:
+    """Encoder options; PathProblem when the format cannot hold the image (alpha into JPEG)."""
+    kw = dict(keep)
+    if fmt == "JPEG":
+        if mode in ("LA", "RGBA"):
+            raise PathProblem(f"{path}: JPEG cannot store the alpha channel of a {mode} image; "
+                              "write PNG or TIFF")
+        kw["quality"] = 95
+    return kw
+
+
+def check_output(path: Path, overwrite: bool, mode: Optional[str] = None, source: Optional[Path] = None) -> str:
+    """Everything about an output file that can be known before restoring: its folder
+    exists and is writable, it is not a folder, it does not exist (unless ``overwrite``),
+    its extension names a format Pillow writes and, given the image ``mode``, that the
+    format can hold it. Returns the format; raises PathProblem naming the path."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise PathProblem(f"{path} is a folder; give a file name such as {path / 'restored.png'}")
+    parent = path.parent
+    if not parent.is_dir():
+        raise PathProblem(f"{path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PathProblem(f"{path}: no permission to write into {parent}")
+    if os.path.lexists(path) and not overwrite:
+        if source is not None and path.exists() and os.path.samefile(source, path):
+            raise PathProblem(f"{path} is the input file: choose another OUT or pass --overwrite")
+        raise PathProblem(f"{path} already exists: choose another OUT or pass --overwrite to replace it")
+    fmt = output_format(path)
+    if mode is not None:
+        from PIL import Image
+        kw = _save_kwargs(path, fmt, mode, {})
+        try:   # a 1-pixel trial: formats that cannot hold this mode say so now, not after the work
+            Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt, **kw)
+        except (OSError, ValueError, KeyError) as e:
+            raise PathProblem(f"{path}: {fmt} cannot store a {mode} image ({e}); write PNG or TIFF") from None
+    return fmt
+
+
+def write_image(path: str, arr, mode: str, keep: dict, overwrite: bool = False) -> None:
+    """Write ``arr`` (H x W x C) in ``mode`` atomically; the format comes from the file name.
+    An existing file is replaced only with ``overwrite`` (DestinationExists otherwise)."""
+    from PIL import Image
+    p = Path(path)
+    fmt = output_format(p)
+    kw = _save_kwargs(p, fmt, mode, keep)
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode=mode)
+    atomic_write(p, lambda f: img.save(f, format=fmt, **kw), overwrite=overwrite, make_parents=False)
+
+
+# -- planning a batch ------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """One photo to restore: where from, where to, and its mask file (or None)."""
+
+    src: Path
+    dst: Path
+    mask: Optional[Path] = None
+
+
+def is_image_name(path: Path) -> bool:
+    """Does the extension belong to an image format Pillow reads?"""
+    from PIL import Image
+    Image.init()
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    return fmt is not None and fmt in Image.OPEN
+
+
+def _expand(spec: str, recursive: bool) -> "list[tuple[Path, Path]]":
+    """An input argument -> [(photo, its path relative to what was named)]."""
+    p = Path(spec)
+    if any(ch in spec for ch in _GLOB_CHARS) and not p.exists():
+        hits = sorted(Path(h) for h in glob.glob(spec, recursive=True))
+        files = [h for h in hits if h.is_file() and is_image_name(h)]
+        if not files:
+            raise PathProblem(f"{spec}: no image file matches this pattern")
+        return [(f, Path(f.name)) for f in files]
+    if p.is_dir():
+        walk = p.rglob("*") if recursive else p.iterdir()
+        files = sorted(f for f in walk if f.is_file() and is_image_name(f) and not f.name.startswith("."))
+        return [(f, f.relative_to(p)) for f in files]
+    if p.is_file():
+        return [(p, Path(p.name))]
+    raise PathProblem(f"{spec}: no such file or folder")
+
+
+def _mask_for(photo_rel: Path, mask_dir: Path) -> Optional[Path]:
+    """The mask of a photo in ``mask_dir``: same relative folder, name STEM.* or STEM_mask.*."""
+    folder = mask_dir / photo_rel.parent
+    for stem in (photo_rel.stem, photo_rel.stem + "_mask"):
+        for cand in sorted(folder.glob(glob.escape(stem) + ".*")):
+            if cand.is_file() and is_image_name(cand):
+                return cand
+    return None
+
+
+def is_batch(inputs: Sequence[str], output: str) -> bool:
+    """Several photos (or a folder, or a pattern), or an existing folder as OUT."""
+    return (len(inputs) > 1 or Path(output).is_dir()
+            or any(Path(i).is_dir() or (any(c in i for c in _GLOB_CHARS) and not Path(i).exists())
+                   for i in inputs))
+
+
+def plan(inputs: Sequence[str], output: str, mask: Optional[str] = None, ext: Optional[str] = None,
+         recursive: bool = False) -> "list[Job]":
+    """The photos of a batch and where each result goes (OUT/relative name, extension
+    ``ext`` or the photo's own). Raises PathProblem, naming the path, for anything
+    that cannot work: nothing is restored before the whole plan is sound."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise PathProblem(f"{out} is a file; with several photos OUT must be a folder")
+    if not out.exists() and not out.parent.is_dir():
+        raise PathProblem(f"{out}: the folder {out.parent} does not exist (OUT itself is created)")
+    mask_dir = Path(mask) if mask else None
+    if mask_dir is not None and not mask_dir.is_dir():
+        raise PathProblem(f"{mask_dir}: with several photos --mask names a folder of masks "
+                          "(matched by name: PHOTO.png or PHOTO_mask.png)")
+    if ext is not None:
+        ext = ext if ext.startswith(".") else "." + ext
+        output_format(out / ("x" + ext))
+    found: "list[tuple[Path, Path]]" = []
+    for spec in inputs:
+        found += _expand(spec, recursive)
+    out_abs = out.resolve()
+    jobs, by_dst = [], {}
+    for src, rel in found:
+        if out_abs in src.resolve().parents:
+            continue        # earlier results inside the input folder are not photos to restore
+        dst = out / rel.with_suffix(ext or rel.suffix)
+        if dst in by_dst:
+            raise PathProblem(f"{by_dst[dst]} and {src} would both be written to {dst}; "
+                              "restore them separately or choose --ext")
+        by_dst[dst] = src
+        jobs.append(Job(src, dst, _mask_for(rel, mask_dir) if mask_dir else None))
+    masks = {j.mask.resolve() for j in jobs if j.mask is not None}
+    jobs = [j for j in jobs if j.src.resolve() not in masks]   # a mask beside its photo is no photo
+    if not jobs:
+        raise PathProblem(f"no photos to restore in {', '.join(inputs)}")
+    for j in jobs:
+        output_format(j.dst)
+    return jobs
+
+
+# -- running ------------------------------------------------------------------------------------
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class BatchProgress:
+    """Progress of a batch on stderr: photos done, photos/s, ETA and the current photo's stage
+    (one redrawn line on a terminal, a line per photo elsewhere)."""
+
+    def __init__(self, total: int, stream=None) -> None:
+        self.total, self.stream = total, stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.monotonic()
+        self.done = 0          # photos restored in this run (skipped ones do not count for speed)
+        self.index = 0
+        self.name = ""
+
+    def rate(self) -> float:
+        return self.done / max(1e-9, time.monotonic() - self.t0)
+
+    def _speed(self, left: int) -> str:
+        if self.done == 0:
+            return "ETA when the first photo is done"
+        r = self.rate()
+        return f"{r:.2f} photos/s, ETA {_clock(left / r)}"
+
+    def start(self, index: int, name: str) -> None:
+        self.index, self.name = index, name
+
+    def stage(self, fraction: float, stage: str) -> None:
+        if self.tty:
+            left = self.total - self.index + 1
+            self.stream.write(f"\r[{self.index}/{self.total}] {self.name}: {stage} {fraction * 100:3.0f}% "
+                              f"| {self._speed(left)}\033[K")
+            self.stream.flush()
+
+    def finished(self, restored: bool) -> None:
+        self.done += restored
+        if self.tty:
+            self.stream.write("\r\033[K")
+        left = self.total - self.index
+        what = "done" if restored else "FAILED"
+        self.stream.write(f"[{self.index}/{self.total}] {self.name}: {what} | {self._speed(left)}\n")
+        self.stream.flush()
+
+
+@dataclass
+class BatchResult:
+    restored: "list[Job]" = field(default_factory=list)
+    skipped: "list[Job]" = field(default_factory=list)
+    failed: "list[tuple[Job, str]]" = field(default_factory=list)
+    interrupted: bool = False
+    stopped_by: str = ""       # why the batch ended early (no server), else empty
+    seconds: float = 0.0
+
+    def summary(self, total: int) -> str:
+        """What happened, for the person: counts, speed, failures, how to resume."""
+        rate = len(self.restored) / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"{len(self.restored)} restored, {len(self.skipped)} skipped (already done), "
+                 f"{len(self.failed)} failed, of {total} photos in {_clock(self.seconds)}"
+                 + (f" ({rate:.2f} photos/s)" if self.restored else "")]
+        if self.failed:
+            lines.append("failed:")
+            lines += [f"  {job.src}: {why}" for job, why in self.failed]
+        if self.stopped_by:
+            lines.append(f"stopped: {self.stopped_by}")
+        if self.interrupted or self.stopped_by:
+            left = total - len(self.restored) - len(self.skipped) - len(self.failed)
+            lines.append(f"{left} photos left: run the same command again to continue "
+                         "(finished photos are skipped)")
+        return "\n".join(lines)
+
+
+class _Interrupt:
+    """Ctrl-C sets a flag that the restore's cancel check and the loop read, so the running
+    photo is cancelled cleanly (on the server too) instead of the process dying mid-way."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: Any = None
+
+    def __enter__(self) -> "_Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flag:                        # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt()
+        self.flag = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run_jobs(jobs: "list[Job]", restore: RestoreFn, *, overwrite: bool,
+             skip_existing: bool, fatal: "tuple[type, ...]" = (), stream=None,
+             on_done: Optional[Callable[[Job, str, float], None]] = None) -> BatchResult:
+    """Restore ``jobs`` one after the other with ``restore(image, mask, progress, should_cancel)``
+    -> (result array, where it ran). A photo that fails is recorded and the batch goes on;
+    an exception of the ``fatal`` types (no server) ends it, as ``stopped_by``. Ctrl-C cancels
+    the running photo and ends the batch with ``interrupted`` set. ``on_done(job, where, seconds)`` after each photo."""
+    result = BatchResult()
+    bar = BatchProgress(len(jobs), stream)
+    t0 = time.monotonic()
+    with _Interrupt() as stop:
+        for i, job in enumerate(jobs, 1):
+            if stop.flag:
+                break
+            bar.start(i, str(job.src))
+            if skip_existing and os.path.lexists(job.dst):
+                result.skipped.append(job)
+                continue
+            t = time.monotonic()
+            try:
+                image, mode, keep = read_image(str(job.src))
+                check_output(job.dst, overwrite, mode)
+                h, w = image.shape[:2]
+                mask = read_mask(str(job.mask), (w, h)) if job.mask else None
+                out, where = restore(image, mask, bar.stage, lambda: stop.flag)
+                write_image(str(job.dst), out, mode, keep, overwrite)
+            except fatal as e:
+                result.stopped_by = _reason(e)
+                break
+            except Exception as e:      # one bad photo must not stop an album
+                if stop.flag:
+                    break
+                result.failed.append((job, _reason(e)))
+                bar.finished(False)
+                continue
+            result.restored.append(job)
+            bar.finished(True)
+            if on_done is not None:
+                on_done(job, where, time.monotonic() - t)
+    processed = len(result.restored) + len(result.skipped) + len(result.failed)
+    result.interrupted = stop.flag and processed < len(jobs)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one line for people (no class names for the expected kinds)."""
+    if isinstance(e, (ValueError, DestinationExists)):
+        return str(e)
+    if isinstance(e, OSError) and e.filename:
+        return f"{e.strerror or e} ({e.filename})"
+    msg = getattr(e, "message", None) or str(e)
+    return f"{type(e).__name__}: {msg}" if not isinstance(e, OSError) else msg
+
