@@ -117,16 +117,60 @@ def uninstall(gimp: str, dest: Path) -> list[Path]:
     return removed
 
 
+def interpreter_dirs(gimp: str, system: str | None = None, env: dict | None = None,
+                     home: Path | None = None) -> list[Path]:
+    """Folders where GIMP reads its interpreter settings (``*.interp``: which program runs
+    ``.py`` plug-ins): the user's GIMP folder first, then the usual installation prefixes."""
+    system = system or current_system()
+    env = os.environ if env is None else env
+    series = "3.0" if gimp == "3" else "2.0"
+    dirs = [user_plugin_dir(gimp, system, env, home).parent / "interpreters"]
+    if system == "windows":
+        for pf in dict.fromkeys(filter(None, [env.get("ProgramFiles"), env.get("ProgramW6432"),
+                                              r"C:\Program Files"])):
+            folder = "GIMP 3" if gimp == "3" else "GIMP 2"
+            dirs.append(Path(pf) / folder / "lib" / "gimp" / series / "interpreters")
+        if env.get("LOCALAPPDATA"):   # per-user installs
+            dirs.append(Path(env["LOCALAPPDATA"]) / "Programs" / ("GIMP 3" if gimp == "3" else "GIMP 2")
+                        / "lib" / "gimp" / series / "interpreters")
+    elif system == "macos":
+        app = "GIMP.app" if gimp == "3" else "GIMP-2.10.app"
+        dirs.append(Path("/Applications") / app / "Contents" / "Resources" / "lib" / "gimp" / series
+                    / "interpreters")
+    else:
+        for prefix in ("/usr", "/usr/local", "/opt/gimp"):
+            dirs.append(Path(prefix) / "lib" / "gimp" / series / "interpreters")
+            dirs += sorted(Path(prefix, "lib").glob(f"*/gimp/{series}/interpreters"))   # multiarch
+    return dirs
+
+
+def interpreter_settings(dirs: list[Path]) -> list[tuple[str, Path]]:
+    """(Python program, the .interp file naming it) from GIMP's interpreter files: lines
+    ``python=PROGRAM`` (also python3=, python2=, /usr/bin/python=); a relative program
+    path is relative to GIMP's installation prefix (the folder holding lib/)."""
+    found: list[tuple[str, Path]] = []
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.interp")):
+            for line in f.read_text(errors="replace").splitlines():
+                name, sep, program = line.strip().partition("=")
+                if not sep or line.startswith(":") or not Path(name).name.startswith("python"):
+                    continue
+                program = program.strip()
+                relative = not os.path.isabs(program) and not program.startswith(("/", "\\"))
+                if relative and ("/" in program or "\\" in program):   # a bare name is found on PATH
+                    program = str(d.parents[3] / program)   # PREFIX/lib/gimp/X/interpreters
+                if program and all(program != p for p, _ in found):
+                    found.append((program, f))
+    return found
+
+
 def gimp_python_candidates(gimp: str, system: str | None = None) -> list[str]:
-    """Where the Python that a GIMP runs plug-ins with usually is."""
+    """Where the Python that a GIMP runs plug-ins with usually is, when GIMP's own
+    interpreter settings cannot be found."""
     system = system or current_system()
     out = []
-    interp = f"/usr/lib/gimp/{'3.0' if gimp == '3' else '2.0'}/interpreters/pygimp.interp"
-    if system == "linux" and os.path.isfile(interp):
-        # GIMP's own record of its Python (lines like python=/usr/bin/python3)
-        for line in Path(interp).read_text(errors="replace").splitlines():
-            if line.startswith(("python=", "python3=", "python2=")):
-                out.append(line.split("=", 1)[1].strip())
     if gimp == "3":
         if system == "windows":
             pf = os.environ.get("ProgramFiles", r"C:\Program Files")
@@ -170,9 +214,22 @@ def check_python(python: str, gimp: str = "3") -> tuple[bool, str]:
                    f"  Run: \"{exe}\" -m pip install pyzmq msgpack" + hint)
 
 
-def dependency_report(gimp: str, python: str | None) -> tuple[bool, str]:
+def dependency_report(gimp: str, python: str | None, dirs: list[Path] | None = None) -> tuple[bool, str]:
+    """Check the Python GIMP runs plug-ins with: ``python`` when given, else the one GIMP's
+    interpreter files name (``dirs``: where to look, default interpreter_dirs), else the
+    usual places. Returns (ok, what to tell the person)."""
     if python:
         return check_python(python, gimp)
+    settings = interpreter_settings(interpreter_dirs(gimp) if dirs is None else dirs)
+    if settings:
+        notes = []
+        for program, source in settings:
+            ok, note = check_python(program, gimp)
+            note = f"{note}\n  (GIMP runs Python plug-ins with {program}, according to {source})"
+            if ok:
+                return True, note
+            notes.append(note)
+        return False, notes[0]
     notes = []
     for cand in gimp_python_candidates(gimp):
         ok, note = check_python(cand, gimp)
@@ -185,6 +242,26 @@ def dependency_report(gimp: str, python: str | None) -> tuple[bool, str]:
     which = "Python 3 GIMP 3 uses" if gimp == "3" else "Python 2.7 GIMP 2.10 uses (Python-Fu)"
     return False, (f"could not find the {which}; make sure pyzmq and msgpack are installed in it "
                    f"(pass --python PATH to check a specific one).")
+
+
+#: Sandboxed GIMPs keep their own user folder and their own Python (docs/PLUGIN.md).
+SANDBOXES = (("Flatpak", ".var/app/org.gimp.GIMP", ".var/app/org.gimp.GIMP/config/GIMP/{series}/plug-ins"),
+             ("Snap", "snap/gimp", "snap/gimp/current/.config/GIMP/{series}/plug-ins"))
+
+
+def sandboxed_gimp_notes(gimp: str, home: Path | None = None) -> list[str]:
+    """A note per Flatpak or Snap GIMP found in the home folder: it does not read the
+    folder just installed into; where to install instead and how its Python gets pyzmq."""
+    home = Path(home) if home is not None else Path.home()
+    series = "3.0" if gimp == "3" else "2.10"
+    notes = []
+    for kind, marker, folder in SANDBOXES:
+        if (home / marker).is_dir():
+            dest = home / folder.format(series=series)
+            notes.append(f"a {kind} GIMP is installed too; it reads its plug-ins from {dest} and runs them "
+                         f"with its own Python: install with --dest \"{dest}\" --no-check and see "
+                         f"docs/PLUGIN.md (Flatpak and Snap) for pyzmq and msgpack")
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     main_file = written[0]
     print(f"installed the GIMP {args.gimp} plug-in: {main_file}")
     print("restart GIMP; the entry is Filters > Enhance > Restore Old Photo...")
+    if not args.dest:
+        for note in sandboxed_gimp_notes(args.gimp):
+            print("note: " + note)
     if not args.no_check:
         ok, note = dependency_report(args.gimp, args.python)
         print(("ok: " if ok else "ACTION NEEDED: ") + note)
-    print("the plug-in talks to the restoration server: start it with `python -m server`")
+    print("the plug-in talks to the restoration server: start it with: python -m server "
+          "(with the Python in which this project is installed)")
     return 0

@@ -8,6 +8,7 @@ message, never a missing menu entry.
 """
 from __future__ import absolute_import, division, print_function
 
+import re
 import sys
 
 PROCEDURE = "python-fu-oldphoto-restore"
@@ -28,15 +29,30 @@ INDEXED_REASON = "Restore Old Photo works on RGB and grayscale images; convert i
 #: Same value as oldphoto_client.DEFAULT_ADDRESS (a test keeps them equal); kept here
 #: because the client module may only be imported inside the run function.
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5587"
-START_HINT = "Start the restoration server first: run `python -m server` in a terminal and leave it running."
+
+
+def start_hint(address=DEFAULT_ADDRESS):
+    # type: (str) -> str
+    """How to start the server that ``address`` names, as plain text for a GIMP message."""
+    command = "python -m server"
+    if address != DEFAULT_ADDRESS:
+        command += " --bind " + address
+    return ("Start the restoration server first: in a terminal, run\n  %s\n"
+            "with the Python in which the old-photo restoration project is installed "
+            "(pip install -e . in its folder), and leave it running." % command)
 
 #: The plug-in's options: (name, type, default, label, description). Both hosts
 #: build their dialog/arguments from this list, in this order.
 OPTIONS = (
     ("use_selection", bool, True, "Use selection as scratch mask",
-     "Selected pixels are scratches to inpaint (feathered selections keep their soft edge)"),
-    ("restrict_to_selection", bool, True, "Only change the selected area",
-     "Blend the restored pixels into the original through the selection; nothing else changes"),
+     "Selected pixels are scratches to inpaint (feathered selections keep their soft edge). "
+     "Off: the selection is ignored and the whole layer is restored"),
+    # only meaningful with the selection as scratch mask: the server blends through that
+    # mask, so without it there is nothing to restrict to (the GIMP 3 dialog greys it out)
+    ("restrict_to_selection", bool, True, "Only change the selected scratches",
+     "With the selection as scratch mask: blend the restored pixels into the original through "
+     "the selection, nothing else changes. Without a selection, or with the selection not "
+     "used as scratch mask, the whole layer is restored"),
     ("detect_scratches", bool, False, "Detect scratches automatically when nothing is selected",
      "Only when the server offers automatic scratch detection"),
     ("server_address", str, DEFAULT_ADDRESS, "Server address",
@@ -45,6 +61,18 @@ OPTIONS = (
 DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
 
 LAYER_SUFFIX = " (restored)"
+
+#: What the server's progress stages mean, in words for the person waiting.
+STAGE_WORDS = {
+    "queued": "waiting for the server",
+    "start": "starting",
+    "encode": "reading the photo",
+    "map": "repairing scratches and damage",
+    "map-tail": "repairing scratches and damage",
+    "decode": "painting the restored photo",
+    "done": "finishing",
+    "low-memory retry": "not enough memory: trying again in smaller pieces",
+}
 
 
 class PluginError(Exception):
@@ -86,7 +114,27 @@ def import_client():
 
 
 def layer_name(name):
-    return (name or "Layer") + LAYER_SUFFIX
+    # type: (str) -> str
+    """The result layer's name: NAME (restored); a result restored again becomes
+    NAME (restored 2), then (restored 3), never "(restored) (restored)"."""
+    base, n = (name or "Layer"), 1
+    m = re.match(r"^(.*) \(restored(?: (\d+))?\)$", base)
+    if m:
+        base, n = m.group(1), int(m.group(2) or 1)
+        return "%s (restored %d)" % (base, n + 1)
+    return base + LAYER_SUFFIX
+
+
+def progress_text(stage):
+    # type: (str) -> str
+    """Progress-bar text for a server stage name."""
+    return "Restoring: %s..." % STAGE_WORDS.get(stage, stage.replace("-", " ") if stage else "working")
+
+
+def plain(text):
+    # type: (str) -> str
+    """A message relayed from the client or server as GIMP shows it: no Markdown backticks."""
+    return ("%s" % text).replace("`", "")
 
 
 # ---------------------------------------------------------------- byte planes
@@ -164,16 +212,16 @@ def describe_error(exc, client_module, address):
     cm = client_module
     if cm is not None and isinstance(exc, getattr(cm, "ServerUnavailable", ())):
         return PluginError("No old-photo restoration server answers at %s.\n%s"
-                           % (address, getattr(cm, "START_HINT", START_HINT)), "unavailable")
+                           % (address, start_hint(address)), "unavailable")
     if cm is not None and isinstance(exc, getattr(cm, "Cancelled", ())):
         return PluginError("Restore Old Photo was cancelled; the image is unchanged.", "cancelled")
     if cm is not None and isinstance(exc, getattr(cm, "ServerError", ())):
         return PluginError("The restoration server reported an error:\n%s"
-                           % (getattr(exc, "message", None) or exc), "error")
+                           % plain(getattr(exc, "message", None) or exc), "error")
     if cm is not None and isinstance(exc, getattr(cm, "ClientError", ())):
         return PluginError("Talking to the restoration server at %s failed:\n%s"
-                           % (address, getattr(exc, "message", None) or exc), "error")
-    return PluginError("Restore Old Photo failed: %s: %s" % (type(exc).__name__, exc), "error")
+                           % (address, plain(getattr(exc, "message", None) or exc)), "error")
+    return PluginError("Restore Old Photo failed: %s: %s" % (type(exc).__name__, plain(exc)), "error")
 
 
 #: Names a server may give its automatic scratch-detection option (info()["options"]).
@@ -189,23 +237,56 @@ def detection_option(info):
     return None
 
 
-def dialog_options(address, timeout=1.0):
-    """Names of the options a dialog should show: scratch detection only when the
-    server at ``address`` offers it (asked quickly; any failure hides it)."""
-    names = [o[0] for o in OPTIONS]
+def server_status(address, timeout=1.0):
+    """Ask the server at ``address`` quickly what it offers, for the dialog. Returns
+    (reachable, its scratch-detection option name or None, one line for the person);
+    never raises (the dialog must open whatever happens)."""
     try:
         cm = import_client()
+    except PluginError:
+        return (False, None, "Server: cannot be contacted, this GIMP's Python lacks pyzmq or "
+                             "msgpack (pressing OK shows what to install).")
+    client = None
+    try:
         client = cm.Client(address)
-        try:
-            client.ping(timeout=timeout)
-            offered = detection_option(client.info()) is not None
-        finally:
-            client.close()
+        client.ping(timeout=timeout)
+        info = client.info()
     except Exception:
-        offered = False
-    if not offered:
-        names.remove("detect_scratches")
-    return names
+        return False, None, "Server: no answer at %s. %s" % (address, start_hint(address))
+    finally:
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+    device = info.get("device") if isinstance(info, dict) else None
+    return (True, detection_option(info),
+            "Server: ready at %s%s." % (address, " (%s)" % device if device else ""))
+
+
+def dialog_options(address, timeout=1.0, status=None):
+    """Names of the options a dialog should show: scratch detection only when the
+    server at ``address`` offers it (asked quickly, or taken from ``status``, a
+    server_status result; any failure hides it)."""
+    _ok, detection, _line = status or server_status(address, timeout)
+    return [o[0] for o in OPTIONS if o[0] != "detect_scratches" or detection is not None]
+
+
+def mode_text(options, has_selection, detection_offered=False):
+    """One sentence for the dialog: what pressing OK will do with these options."""
+    opts = options_from(options)
+    if has_selection and opts["use_selection"]:
+        if opts["restrict_to_selection"]:
+            return ("There is a selection: the selected scratches are inpainted and only the "
+                    "selected area changes.")
+        return "There is a selection: the selected scratches are inpainted and the whole layer is restored."
+    if has_selection:
+        return ("The selection is not used as scratch mask: the whole layer is restored "
+                "and no scratches are inpainted.")
+    if opts["detect_scratches"] and detection_offered:
+        return "Nothing is selected: the server finds the scratches and the whole layer is restored."
+    return ("Nothing is selected: the whole layer is restored and no scratches are inpainted "
+            "(select the scratches first to have them inpainted).")
 
 
 def request_for(host, options, crop_plan):
@@ -257,7 +338,7 @@ def run(host, options, client_module=None):
 
         def on_progress(fraction, stage=None):
             host.progress(0.05 + 0.9 * max(0.0, min(1.0, float(fraction))),
-                          "Restoring: %s" % stage if stage else None)
+                          progress_text(stage) if stage else None)
 
         result, _meta = client.restore(sent, rw, rh, c, mask=sent_mask, options=server_opts,
                                        progress=on_progress, should_cancel=host.should_cancel)

@@ -100,6 +100,13 @@ def test_error_mapping():
     addr = "tcp://127.0.0.1:9"
     e = common.describe_error(cm.ServerUnavailable(addr), cm, addr)
     assert e.kind == "unavailable" and addr in e.message and "python -m server" in e.message
+    # the hint starts a server at the address that was asked for, in the project's Python
+    assert f"python -m server --bind {addr}" in e.message and "Python in which" in e.message
+    default = common.describe_error(cm.ServerUnavailable(common.DEFAULT_ADDRESS), cm, common.DEFAULT_ADDRESS)
+    assert "  python -m server\n" in default.message
+    for exc in (cm.ServerUnavailable(addr), cm.ServerError("internal", "run `python -m server info`"),
+                cm.ClientError("timeout", "no reply from `x`"), ValueError("`y`")):
+        assert "`" not in common.describe_error(exc, cm, addr).message   # GIMP shows no Markdown
     e = common.describe_error(cm.ServerError("too_large", "image too big"), cm, addr)
     assert e.kind == "error" and "image too big" in e.message
     assert common.describe_error(cm.Cancelled(), cm, addr).kind == "cancelled"
@@ -143,3 +150,69 @@ def test_gimp3_plugin_is_thin():
     src2 = (ROOT / "gimp_plugin/gimp2/oldphoto_restore.py").read_text()
     for word in ("crop_plan", "restrict_to_mask", "Client(", "zmq", "msgpack"):
         assert word not in src2
+
+
+def test_layer_name_never_doubles():
+    assert common.layer_name("photo") == "photo (restored)"
+    assert common.layer_name("photo (restored)") == "photo (restored 2)"
+    assert common.layer_name("photo (restored 2)") == "photo (restored 3)"
+    assert common.layer_name(common.layer_name(common.layer_name("x"))) == "x (restored 3)"
+    assert common.layer_name("") == "Layer (restored)"
+
+
+def test_progress_words_cover_every_stage_the_server_reports():
+    """The stage names come from the real pipeline (plus the worker's and client's own)."""
+    import torch
+
+    from oldphoto_model import MappingConfig, ModelConfig, RestorationModel, Restorer, VAEConfig
+    torch.manual_seed(0)
+    model = RestorationModel(ModelConfig(vae=VAEConfig(channels=8), mapping=MappingConfig(latent_channels=8, width=16)))
+    stages = set()
+    mask = np.zeros((32, 32), np.uint8)
+    mask[10:12] = 255
+    Restorer(model, "cpu", "fp32").restore(np.zeros((32, 32, 3), np.uint8), mask, progress=lambda f, s: stages.add(s))
+    stages |= {"queued", "start", "low-memory retry"}
+    assert stages <= set(common.STAGE_WORDS), stages - set(common.STAGE_WORDS)
+    for stage in stages:
+        text = common.progress_text(stage)
+        assert text.startswith("Restoring: ") and not {"encode", "decode", "map", "tail"} & set(text.split())
+    assert common.progress_text("some-new-stage") == "Restoring: some new stage..."
+
+
+@pytest.mark.parametrize("has_selection", [True, False])
+@pytest.mark.parametrize("use", [True, False])
+@pytest.mark.parametrize("restrict", [True, False])
+def test_mode_text_says_what_the_request_does(has_selection, use, restrict):
+    """The dialog's sentence and what is sent agree, for every combination of the boxes."""
+    from server.client import crop_plan
+    w, h = 64, 48
+    m = np.zeros((h, w), np.uint8)
+    m[20:22, 10:50] = 255
+    host = _Host(w, h, 3, bytes(w * h * 3), m.tobytes() if has_selection else None)
+    opts = {"use_selection": use, "restrict_to_selection": restrict}
+    _, mask, _, server_opts = common.request_for(host, opts, crop_plan)
+    text = common.mode_text(opts, has_selection)
+    assert ("only the selected area changes" in text) == bool(server_opts.get("restrict_to_mask"))
+    assert ("whole layer is restored" in text) == (not server_opts.get("restrict_to_mask"))
+    assert ("no scratches are inpainted" in text) == (mask is None)
+
+
+def test_option_texts_agree():
+    """The restrict box names what it depends on; the tooltip says what happens without it."""
+    opt = dict((o[0], o) for o in common.OPTIONS)
+    assert "scratch" in opt["restrict_to_selection"][3].lower()
+    assert "scratch mask" in opt["restrict_to_selection"][4] and "whole layer" in opt["restrict_to_selection"][4]
+    assert "whole layer" in opt["use_selection"][4]
+
+
+def test_server_status_for_the_dialog(server, monkeypatch):
+    from server import client
+    monkeypatch.setitem(sys.modules, "oldphoto_client", client)   # as installed beside the plug-in
+    ok, detection, line = common.server_status(server.address)
+    assert ok and detection is None and line == f"Server: ready at {server.address} (cpu)."
+    from gimp_plugin.testing.server_process import free_port
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    ok, detection, line = common.server_status(dead, timeout=0.3)
+    assert not ok and f"no answer at {dead}" in line and f"--bind {dead}" in line
+    assert common.dialog_options(dead, status=(ok, detection, line)) == [
+        "use_selection", "restrict_to_selection", "server_address"]

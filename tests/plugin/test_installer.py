@@ -93,3 +93,56 @@ def test_cli_default_destination_uses_gimp_folder(tmp_path):
     assert (tmp_path / "cfg/GIMP/3.0/plug-ins/oldphoto_restore/oldphoto_restore.py").is_file()
     r = _cli("uninstall", "--gimp", "3", env=env)
     assert not (tmp_path / "cfg/GIMP/3.0/plug-ins/oldphoto_restore").exists()
+
+
+def _interp(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    f = folder / "pygimp.interp"
+    f.write_text(text)
+    return f
+
+
+def test_interpreter_settings_are_read_like_gimp(tmp_path):
+    prefix = tmp_path / "GIMP 3"
+    d = prefix / "lib" / "gimp" / "3.0" / "interpreters"
+    f = _interp(d, "python=bin/python.exe\npython3=/usr/bin/python3\n/usr/bin/python=/opt/py/bin/python3\n"
+                   ":Python:E::py::python3:\nlua=/usr/bin/luajit\n")
+    user = _interp(tmp_path / "user" / "interpreters", "python3=python3.12\n")
+    got = installer.interpreter_settings([tmp_path / "user" / "interpreters", tmp_path / "absent", d])
+    # user folder first; a relative path is under GIMP's prefix; a bare name is looked up on PATH
+    assert got == [("python3.12", user), (str(prefix / "bin/python.exe"), f),
+                   ("/usr/bin/python3", f), ("/opt/py/bin/python3", f)]
+
+
+def test_interpreter_dirs_per_system(tmp_path):
+    linux = installer.interpreter_dirs("3", "linux", {}, home=tmp_path)
+    assert linux[0] == tmp_path / ".config/GIMP/3.0/interpreters"
+    assert Path("/usr/lib/gimp/3.0/interpreters") in linux
+    win = installer.interpreter_dirs("2.10", "windows", {"APPDATA": "A", "ProgramFiles": "P"}, home=tmp_path)
+    assert win[0] == Path("A/GIMP/2.10/interpreters") and Path("P/GIMP 2/lib/gimp/2.0/interpreters") in win
+    mac = installer.interpreter_dirs("3", "macos", {}, home=tmp_path)
+    assert Path("/Applications/GIMP.app/Contents/Resources/lib/gimp/3.0/interpreters") in mac
+
+
+def test_dependency_report_checks_the_python_gimp_names(tmp_path):
+    """Not the Python running the installer: the one in GIMP's interpreter file."""
+    fake = tmp_path / "gimp-python"
+    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named zmq' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    d = tmp_path / "interpreters"
+    f = _interp(d, f"python={fake}\n")
+    ok, note = installer.dependency_report("3", None, dirs=[d])
+    assert not ok and f'"{fake}" -m pip install pyzmq msgpack' in note and str(f) in note
+    _interp(d, f"python={sys.executable}\n")
+    ok, note = installer.dependency_report("3", None, dirs=[d])
+    assert ok and f"GIMP runs Python plug-ins with {sys.executable}" in note
+
+
+def test_flatpak_and_snap_gimp_are_pointed_out(tmp_path):
+    assert installer.sandboxed_gimp_notes("3", home=tmp_path) == []
+    (tmp_path / ".var/app/org.gimp.GIMP").mkdir(parents=True)
+    (tmp_path / "snap/gimp").mkdir(parents=True)
+    flatpak, snap = installer.sandboxed_gimp_notes("3", home=tmp_path)
+    assert str(tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins") in flatpak and "Flatpak" in flatpak
+    assert str(tmp_path / "snap/gimp/current/.config/GIMP/3.0/plug-ins") in snap
+    assert "docs/PLUGIN.md" in snap

@@ -71,6 +71,14 @@ class _Host(common.Host):
         Gimp.displays_flush()
 
 
+def _wrapping(label):
+    """Long status lines wrap instead of widening the dialog."""
+    label.set_line_wrap(True)
+    label.set_max_width_chars(60)
+    label.set_xalign(0.0)
+    return label
+
+
 class OldPhotoRestore(Gimp.PlugIn):
     def do_query_procedures(self):
         return [common.PROCEDURE]
@@ -105,7 +113,7 @@ class OldPhotoRestore(Gimp.PlugIn):
                 raise common.PluginError(common.INDEXED_REASON, "input")
             if layer.is_group():
                 raise common.PluginError("Pick a pixel layer, not a layer group.", "input")
-            if interactive and not self._dialog(procedure, config):
+            if interactive and not self._dialog(procedure, config, image):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             options = dict((o[0], config.get_property(o[0].replace("_", "-")))
                            for o in common.OPTIONS)
@@ -118,13 +126,36 @@ class OldPhotoRestore(Gimp.PlugIn):
                               % (type(e).__name__, e), "error")
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
-    def _dialog(self, procedure, config):
+    def _dialog(self, procedure, config, image):
+        """The options, with what will happen above them (selection and mode, kept up to
+        date as boxes are ticked) and the server's state below; the scratch-mask box
+        greys out "only the selected scratches" when unticked."""
         gi.require_version("GimpUi", "3.0")
         from gi.repository import GimpUi
         GimpUi.init(common.PROCEDURE)
         dialog = GimpUi.ProcedureDialog.new(procedure, config, common.TITLE)
-        shown = common.dialog_options(config.get_property("server-address") or common.DEFAULT_ADDRESS)
-        dialog.fill([n.replace("_", "-") for n in shown])
+        address = config.get_property("server-address") or common.DEFAULT_ADDRESS
+        status = common.server_status(address)
+        detection = status[1] is not None
+        has_selection = not Gimp.Selection.is_empty(image)
+
+        def mode():
+            return common.mode_text(dict((o[0], config.get_property(o[0].replace("_", "-")))
+                                         for o in common.OPTIONS), has_selection, detection)
+        mode_label = _wrapping(dialog.get_label("oldphoto-mode", mode(), False, False))
+        _wrapping(dialog.get_label("oldphoto-server", status[2], False, False))
+
+        def refresh(*_args):
+            mode_label.set_text(mode())
+        for prop in ("use-selection", "restrict-to-selection", "detect-scratches"):
+            config.connect("notify::" + prop, refresh)
+        if has_selection:
+            dialog.set_sensitive("restrict-to-selection", True, config, "use-selection", False)
+        else:   # nothing to use or restrict to: both boxes are moot
+            dialog.set_sensitive("use-selection", False, None, None, False)
+            dialog.set_sensitive("restrict-to-selection", False, None, None, False)
+        shown = common.dialog_options(address, status=status)
+        dialog.fill(["oldphoto-mode"] + [n.replace("_", "-") for n in shown] + ["oldphoto-server"])
         ok = dialog.run()
         dialog.destroy()
         return ok
