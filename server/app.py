@@ -21,7 +21,7 @@ import zmq
 from oldphoto_model import Restorer, __version__ as model_version
 
 from . import __version__, protocol
-from .client import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_UNKNOWN_JOB, OPS, PROTOCOL_VERSION,
+from .wire import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_UNKNOWN_JOB, OPS, PROTOCOL_VERSION,
                      T_ACCEPTED, T_OK)
 from .config import ServerConfig
 from .protocol import ProtocolError

@@ -1,12 +1,12 @@
 # -*- coding: utf-8 -*-
-"""Client of the old-photo restoration server, and the protocol's constants.
+"""Client of the old-photo restoration server.
 
-This one file is all a GIMP plug-in needs to talk to the server. It is copied
-alone into a plug-in folder (as ``oldphoto_client.py``) and runs unchanged on
-Python 2.7 (GIMP 2.10's gimpfu) and Python 3: stdlib + pyzmq + msgpack only, no
-Python-3-only syntax. The server imports the constants below from here, so the
-protocol's names are written once. The wire format is described in
-docs/protocol.md.
+With ``wire.py`` (the protocol's constants and header encoding, re-exported
+here) this is all a GIMP plug-in needs to talk to the server. The installer
+copies the two files into a plug-in folder (as ``oldphoto_client.py`` and
+``oldphoto_wire.py``); they run unchanged on Python 2.7 (GIMP 2.10's gimpfu) and
+Python 3: stdlib + pyzmq + msgpack only, no Python-3-only syntax. The wire
+format is described in docs/protocol.md.
 
 Typical use::
 
@@ -23,66 +23,22 @@ import time
 import uuid
 
 try:
-    import msgpack
+    import msgpack  # noqa: F401  (wire.py needs it: fail here, with the message below)
     import zmq
 except ImportError as _e:   # name the interpreter: GIMP's Python is often not the user's
     raise ImportError("the old-photo client needs pyzmq and msgpack in the Python that runs it "
                       "(%s): %s. Install them with: %s -m pip install pyzmq msgpack"
                       % (sys.executable, _e, sys.executable))
 
-# -- protocol constants (docs/protocol.md) -----------------------------------
-
-PROTOCOL_VERSION = 1
-DEFAULT_PORT = 5587
-DEFAULT_ADDRESS = "tcp://127.0.0.1:5587"
-START_HINT = ("Start the restoration server first: run `python -m server` "
-              "(or `oldphoto-server`) in a terminal and leave it running.")
-
-# operations
-OP_PING = "ping"
-OP_INFO = "info"
-OP_RESTORE = "restore"
-OP_CANCEL = "cancel"
-OP_ECHO = "echo"          # transport test: validates like restore, returns the pixels
-OPS = (OP_PING, OP_INFO, OP_RESTORE, OP_CANCEL, OP_ECHO)
-
-# reply types (the "type" field of every message the server sends)
-T_OK = "ok"               # final reply of an operation (restore: plus the result frame)
-T_ACCEPTED = "accepted"   # restore queued: carries the job id and queue position
-T_PROGRESS = "progress"   # a running job's progress: fraction and stage
-T_ERROR = "error"         # final reply of a failed operation: code and message
-
-# error codes (stable; the message is for humans)
-E_MALFORMED = "malformed_header"      # header is not a msgpack map of the documented fields
-E_FRAME_COUNT = "frame_count"         # wrong number of frames for the op
-E_SIZE_MISMATCH = "size_mismatch"     # a frame's length differs from what the header says
-E_UNSUPPORTED = "unsupported_format"  # dtype or channel count the model cannot take
-E_TOO_LARGE = "too_large"             # image beyond the server's limits
-E_MASK_SHAPE = "mask_shape"           # mask dimensions differ from the image's
-E_BAD_OPTION = "bad_option"           # unknown option or a value of the wrong type/range
-E_UNKNOWN_OP = "unknown_op"
-E_VERSION = "version_mismatch"
-E_BUSY = "busy"                       # job queue full: try again later
-E_UNKNOWN_JOB = "unknown_job"         # cancel of a job that is not queued or running
-E_OOM = "out_of_memory"               # the job did not fit even on the low-memory path
-E_CANCELLED = "cancelled"
-E_INTERNAL = "internal"               # a bug: the message says what
-# client-side only (never on the wire)
-E_UNAVAILABLE = "server_unavailable"
-E_TIMEOUT = "timeout"
-E_CLIENT_INPUT = "client_input"
-
-ERROR_CODES = (E_MALFORMED, E_FRAME_COUNT, E_SIZE_MISMATCH, E_UNSUPPORTED, E_TOO_LARGE,
-               E_MASK_SHAPE, E_BAD_OPTION, E_UNKNOWN_OP, E_VERSION, E_BUSY, E_UNKNOWN_JOB,
-               E_OOM, E_CANCELLED, E_INTERNAL)
-
-DTYPE_U8 = "u8"
+try:   # inside the server package; the installer copies wire.py as oldphoto_wire.py
+    from .wire import *  # noqa: F401,F403  (the protocol's names, written once in wire.py)
+    from .wire import pack_header, unpack_header
+except (ImportError, ValueError):   # Python 3 / Python 2 without a parent package
+    from oldphoto_wire import *  # noqa: F401,F403
+    from oldphoto_wire import pack_header, unpack_header
 
 #: Context kept around a selection's bounding box by default (pixels); see crop_plan.
 DEFAULT_CROP_MARGIN = 128
-
-# msgpack caps for the (small) headers the server sends back
-_MAX_HEADER_BYTES = 1 << 20
 
 
 class ClientError(Exception):
@@ -120,41 +76,6 @@ def _text(value):
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
-
-
-_PY2 = bytes is str
-
-
-def _native_text(obj):
-    """On Python 2, plain ``str`` (what plug-in code writes without unicode_literals)
-    becomes unicode, so msgpack sends text rather than bin; containers recursively."""
-    if not _PY2:
-        return obj
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8")
-    if isinstance(obj, dict):
-        return dict((_native_text(k), _native_text(v)) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return [_native_text(v) for v in obj]
-    return obj
-
-
-def pack_header(header):
-    """msgpack-encode a header map (text keys and strings, bin type for bytes;
-    Python 2 ``str`` is sent as text)."""
-    return msgpack.packb(_native_text(header), use_bin_type=True)
-
-
-def unpack_header(data, max_bytes=_MAX_HEADER_BYTES):
-    """Decode a header frame with explicit size caps; ValueError when it is not a map."""
-    if len(data) > max_bytes:
-        raise ValueError("header of %d bytes exceeds %d" % (len(data), max_bytes))
-    n = len(data)
-    obj = msgpack.unpackb(data, raw=False, use_list=True, max_str_len=n, max_bin_len=n,
-                          max_array_len=n, max_map_len=n, max_ext_len=n)
-    if not isinstance(obj, dict):
-        raise ValueError("header is not a map")
-    return obj
 
 
 def crop_plan(width, height, mask_bbox, margin=DEFAULT_CROP_MARGIN, align=4):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from .client import DEFAULT_ADDRESS
+from .wire import DEFAULT_ADDRESS, MAX_HEADER_BYTES
 
 
 def _opt(help: str, **kw: Any) -> dict[str, Any]:
@@ -34,28 +34,65 @@ class ServerConfig:
     max_side: int = field(default=16384, metadata=_opt("largest width or height accepted"))
     queue_size: int = field(default=8, metadata=_opt(
         "jobs that may wait behind the running one; a full queue answers 'busy'"))
-    max_header_bytes: int = field(default=65536, metadata=_opt(
+    max_header_bytes: int = field(default=MAX_HEADER_BYTES, metadata=_opt(
         "largest msgpack header accepted"))
+    max_jobs_per_client: int = field(default=2, metadata=_opt(
+        "restore jobs one connection may have waiting or running; more answer 'busy'"))
+    max_peers: int = field(default=64, metadata=_opt(
+        "connections served at once; requests from further ones answer 'busy' and they are closed"))
+    idle_timeout: float = field(default=300.0, metadata=_opt(
+        "seconds after which a TCP connection that neither sends nor receives is closed"))
+    max_unread_bytes: int = field(default=0, metadata=_opt(
+        "bytes of replies one connection may leave unread before further large replies are "
+        "refused (0: three results at the pixel limit)"))
+    shutdown_grace: float = field(default=10.0, metadata=_opt(
+        "seconds shutdown waits for a running model step before exiting anyway"))
     allow_remote: bool = field(default=False, metadata=_opt(
-        "allow binding to a non-loopback address (anyone who can reach it can use the server)"))
+        "allow binding to a non-loopback address; the server then requires CURVE encryption"))
+    curve: str = field(default="auto", metadata=_opt(
+        "CURVE encryption and server authentication: auto (on for non-loopback addresses), on, off "
+        "(off is refused for non-loopback addresses)", choices=("auto", "on", "off")))
+    key_dir: Optional[str] = field(default=None, metadata=_opt(
+        "folder of the server's CURVE key pair, made on first start "
+        "(default: ~/.config/oldphoto-server/curve)"))
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work."""
-        for name in ("max_pixels", "max_side", "max_header_bytes"):
+        for name in ("max_pixels", "max_side", "max_header_bytes", "max_jobs_per_client", "max_peers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.queue_size < 0:
-            raise ValueError(f"queue_size must be >= 0, got {self.queue_size}")
+        for name in ("queue_size", "max_unread_bytes", "shutdown_grace", "idle_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.bind.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"bind address must start with tcp://, ipc:// or inproc://, got {self.bind!r}")
-        if not self.allow_remote and not is_local_address(self.bind):
-            raise ValueError(f"{self.bind} is not a loopback address: pass --allow-remote to "
-                             "listen on the network (the server has no authentication)")
+        if not is_local_address(self.bind):
+            if not self.allow_remote:
+                raise ValueError(f"{self.bind} is not a loopback address: pass --allow-remote to "
+                                 "listen on the network (clients then need the server's public key)")
+            if self.curve == "off":
+                raise ValueError(f"{self.bind} is not a loopback address: remote use requires CURVE "
+                                 "encryption (--curve auto or on), never plain text")
 
     @property
     def max_frame_bytes(self) -> int:
         """Largest frame a valid request can hold (an RGBA image at the pixel limit)."""
         return self.max_pixels * 4
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Largest whole request: header, RGBA pixels and mask at the pixel limit."""
+        return self.max_header_bytes + self.max_pixels * 5
+
+    @property
+    def unread_bytes_cap(self) -> int:
+        """Bytes of replies one connection may leave unread (max_unread_bytes, or its default)."""
+        return self.max_unread_bytes or 3 * self.max_frame_bytes
+
+    @property
+    def uses_curve(self) -> bool:
+        """Whether the ROUTER socket runs CURVE (always for a non-loopback address)."""
+        return self.curve == "on" or (self.curve == "auto" and not is_local_address(self.bind))
 
 
 def is_local_address(address: str) -> bool:

@@ -2,7 +2,7 @@
 
 Everything a client sends is checked here before it reaches the model; every
 problem becomes a ``ProtocolError`` with one of the stable codes of
-``server.client``. Headers are msgpack maps decoded with explicit size caps;
+``server.wire``. Headers are msgpack maps decoded with explicit size caps;
 nothing is ever unpickled. The format is documented in docs/protocol.md.
 """
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-import msgpack
 import numpy as np
 
-from .client import (DTYPE_U8, E_BAD_OPTION, E_FRAME_COUNT, E_MALFORMED, E_MASK_SHAPE,
-                     E_SIZE_MISMATCH, E_TOO_LARGE, E_UNKNOWN_OP, E_UNSUPPORTED, E_VERSION,
-                     OP_CANCEL, OP_ECHO, OP_INFO, OP_PING, OP_RESTORE, OPS, PROTOCOL_VERSION,
-                     T_ERROR, pack_header)
+from .wire import (DTYPE_U8, E_BAD_OPTION, E_FRAME_COUNT, E_MALFORMED, E_MASK_SHAPE,
+                   E_SIZE_MISMATCH, E_TOO_LARGE, E_UNKNOWN_OP, E_UNSUPPORTED, E_VERSION, MAX_FRAMES, MAX_ID_LEN,
+                   OP_CANCEL, OP_ECHO, OP_INFO, OP_PING, OP_RESTORE, OPS, PROTOCOL_VERSION, T_ERROR,
+                   HeaderError, clip, is_protocol_version, pack_header, unpack_header)
 from .config import ServerConfig
 
 #: Options a restore accepts: name -> (type, default, description). Sent in ``info``.
@@ -25,8 +24,6 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "restrict_to_mask": (bool, False, "blend the result into the original with the soft "
                                       "mask, so only the selection changes"),
 }
-
-_MAX_ID_LEN = 128
 
 
 class ProtocolError(Exception):
@@ -58,21 +55,17 @@ def decode_header(data: bytes, max_bytes: int) -> dict:
         raise ProtocolError(E_MALFORMED, "empty header frame")
     if len(data) > max_bytes:
         raise ProtocolError(E_MALFORMED, f"header of {len(data)} bytes exceeds {max_bytes}")
-    n = len(data)
     try:
-        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
-                              max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n,
-                              max_ext_len=n)
-    except Exception as e:  # msgpack raises several types (ExtraData, ValueError, ...)
+        return unpack_header(data, max_bytes, strict_map_key=True)
+    except HeaderError as e:
+        raise ProtocolError(E_MALFORMED, str(e)) from None
+    except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ...)
         raise ProtocolError(E_MALFORMED, f"header is not valid msgpack ({type(e).__name__})") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(E_MALFORMED, f"header must be a msgpack map, got {type(obj).__name__}")
-    return obj
 
 
 def _request_id(header: dict) -> Any:
     rid = header.get("id")
-    if rid is None or (isinstance(rid, (str, bytes)) and len(rid) <= _MAX_ID_LEN) or \
+    if rid is None or (isinstance(rid, (str, bytes)) and len(rid) <= MAX_ID_LEN) or \
             (isinstance(rid, int) and not isinstance(rid, bool) and -2**63 <= rid < 2**64):
         return rid
     return None   # an id we would not echo back safely
@@ -93,7 +86,7 @@ def _options(raw: Any, rid: Any) -> dict[str, Any]:
     out = {name: default for name, (_, default, _) in OPTIONS.items()}
     for k, v in raw.items():
         if k not in OPTIONS:
-            raise ProtocolError(E_BAD_OPTION, f"unknown option {str(k)[:40]!r}; supported: "
+            raise ProtocolError(E_BAD_OPTION, f"unknown option {clip(k)}; supported: "
                                 f"{', '.join(OPTIONS)}", rid)
         typ = OPTIONS[k][0]
         if typ is int and (not isinstance(v, int) or isinstance(v, bool)):
@@ -110,7 +103,7 @@ def _image(header: dict, frames: Sequence, cfg: ServerConfig, rid: Any
            ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     dtype = header.get("dtype", DTYPE_U8)
     if dtype != DTYPE_U8:
-        raise ProtocolError(E_UNSUPPORTED, f"dtype {str(dtype)[:20]!r} is not supported (only 'u8')", rid)
+        raise ProtocolError(E_UNSUPPORTED, f"dtype {clip(dtype)} is not supported (only 'u8')", rid)
     w, h, c = (_int_field(header, k, rid) for k in ("width", "height", "channels"))
     if c not in (1, 2, 3, 4):
         raise ProtocolError(E_UNSUPPORTED, f"channels must be 1 (gray), 2 (gray+alpha), 3 (RGB) "
@@ -140,7 +133,8 @@ def _image(header: dict, frames: Sequence, cfg: ServerConfig, rid: Any
             mh = header.get("mask_height"), header.get("mask_width")
             raise ProtocolError(E_MASK_SHAPE, f"mask frame holds {mv.nbytes} bytes, the {w}x{h} "
                                 f"image needs a {w}x{h} u8 mask ({w * h} bytes)"
-                                + (f"; header says {mh[1]}x{mh[0]}" if None not in mh else ""), rid)
+                                + (f"; header says {clip(mh[1])}x{clip(mh[0])}" if None not in mh else ""),
+                                rid)
         mask = np.frombuffer(mv, dtype=np.uint8).reshape(h, w)
     return image, mask
 
@@ -149,27 +143,35 @@ def parse_request(frames: Sequence, cfg: ServerConfig) -> Request:
     """Validate one request (the frames after the ROUTER identity). Raises ProtocolError."""
     if not frames:
         raise ProtocolError(E_FRAME_COUNT, "empty message: expected a header frame")
+    # the whole message is sized before any frame is read: no op takes more frames
+    # or bytes than an RGBA image with its mask at the pixel limit
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(E_FRAME_COUNT, f"{len(frames)} frames: no request has more than {MAX_FRAMES}")
+    total = sum(memoryview(f).nbytes for f in frames)
+    if total > cfg.max_message_bytes:
+        raise ProtocolError(E_TOO_LARGE, f"message of {total} bytes exceeds the server's limit of "
+                            f"{cfg.max_message_bytes}")
     header = decode_header(bytes(frames[0]), cfg.max_header_bytes)
     rid = _request_id(header)
     version = header.get("v")
     if version is None:
         raise ProtocolError(E_MALFORMED, "header lacks the protocol version 'v'", rid)
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
-        raise ProtocolError(E_VERSION, f"protocol version {str(version)[:20]} is not supported: "
+    if not is_protocol_version(version):   # 1.0 and True are not 1
+        raise ProtocolError(E_VERSION, f"protocol version {clip(version)} is not supported: "
                             f"this server speaks version {PROTOCOL_VERSION}; update the plug-in "
                             "or the server so both match", rid)
     op = header.get("op")
     if not isinstance(op, str):
         raise ProtocolError(E_MALFORMED, "header lacks the operation 'op'", rid)
     if op not in OPS:
-        raise ProtocolError(E_UNKNOWN_OP, f"unknown operation {op[:40]!r}; supported: {', '.join(OPS)}", rid)
+        raise ProtocolError(E_UNKNOWN_OP, f"unknown operation {clip(op)}; supported: {', '.join(OPS)}", rid)
     rest = frames[1:]
     if op in (OP_PING, OP_INFO, OP_CANCEL):
         if rest:
             raise ProtocolError(E_FRAME_COUNT, f"'{op}' takes no frames after the header, got {len(rest)}", rid)
         if op == OP_CANCEL:
             job = header.get("job")
-            if not isinstance(job, str) or not 0 < len(job) <= _MAX_ID_LEN:
+            if not isinstance(job, str) or not 0 < len(job) <= MAX_ID_LEN:
                 raise ProtocolError(E_MALFORMED, "'cancel' needs the job id string 'job'", rid)
             return Request(op, rid, job=job)
         return Request(op, rid)

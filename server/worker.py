@@ -25,7 +25,7 @@ from oldphoto_model import DEFAULT_MASK_THRESHOLD, AttentionOptions, Cancelled, 
 from oldphoto_model.pipeline import Progress
 
 from . import protocol
-from .client import E_CANCELLED, E_INTERNAL, E_OOM, E_UNSUPPORTED, T_OK, T_PROGRESS
+from .wire import E_CANCELLED, E_INTERNAL, E_OOM, E_UNSUPPORTED, T_OK, T_PROGRESS
 
 log = logging.getLogger("oldphoto.server")
 

@@ -14,7 +14,7 @@ from ..py27 import find_python27
 ROOT = Path(__file__).resolve().parents[2]
 NO_PYC = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")   # Python 2 writes .pyc beside sources
 PY2_FILES = [ROOT / "gimp_plugin/gimp2/oldphoto_restore.py", ROOT / "gimp_plugin/common/oldphoto_common.py",
-             ROOT / "server/client.py", ROOT / "gimp_plugin/testing/gimpfu_stub/gimp.py",
+             ROOT / "server/client.py", ROOT / "server/wire.py", ROOT / "gimp_plugin/testing/gimpfu_stub/gimp.py",
              ROOT / "gimp_plugin/testing/gimpfu_stub/gimpfu.py"]
 
 

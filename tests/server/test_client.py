@@ -123,7 +123,8 @@ def test_client_runs_on_python_2_7(address, reference, tmp_path):
     if py2 is None:
         pytest.skip("no Python 2.7 with pyzmq and msgpack here (set OLDPHOTO_PYTHON27); "
                     "vermin checks the syntax instead")
-    shutil.copy(CLIENT, tmp_path / "oldphoto_client.py")     # the installer's copy, alone
+    shutil.copy(CLIENT, tmp_path / "oldphoto_client.py")     # the installer's copies
+    shutil.copy(CLIENT.with_name("wire.py"), tmp_path / "oldphoto_wire.py")
     (tmp_path / "run.py").write_text(PY2_SCRIPT)
     img, mask = random_image(21, 30, 26, 4), random_mask(21, 30, 26)
     (tmp_path / "p.bin").write_bytes(img.tobytes())
