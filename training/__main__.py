@@ -1,16 +1,5 @@
-"""``python -m training [command] [--section.field value ...]``
-
-Commands (default ``all``: every step in order):
-  prepare-data       fetch photos and textures into the cache, build the crop set
-  show-degradations  write a PNG contact sheet of synthetic degradations
-  vae-a              train VAE_A (degraded + real old photos, latent domain alignment)
-  vae-b              train VAE_B (clean photos)
-  mapping            train the mapping network between the frozen VAEs
-  export             write the server's weight file and check it loads and restores
-  evaluate           benchmark the weight file on the evaluation photos
-  make-sample        age the demo's sample photo (server/samples/) with the project's degradation
-  all                prepare-data, vae-a, vae-b, mapping, export, evaluate
-"""
+"""``python -m training [COMMAND] [--preset NAME] [--section.field VALUE ...]``: train the
+restoration model, export the server's weight file and evaluate it."""
 from __future__ import annotations
 
 import argparse
@@ -33,12 +22,26 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = """\
+Train the old-photo restoration model, export the weight file the server loads,
+and evaluate it. Without COMMAND every step runs in order (all).
+
+Every command takes --preset NAME, the base configuration:
+  default  the original implementation's sizes (meant for a GPU)
+  small    narrower networks, a few thousand steps
+  cpu      the recipe of the shipped weights (about 80 minutes on 2 CPU cores)
+  smoke    tiny networks on procedural images: an end-to-end check in seconds
+and --section.field VALUE to change any single setting, e.g. --train.run_dir runs/mine.
+python -m training COMMAND --help lists every setting with its default.
+Outputs go to the run folder (--train.run_dir; the preset's default is runs/PRESET)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_config_flags(common)
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, help_ in COMMANDS.items():
         sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
         if name in ("export", "all"):
@@ -88,7 +91,34 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
             print(f"[make-sample] wrote {path}")
     elif command == "evaluate":
         from .evaluate import evaluate
-        evaluate(cfg, getattr(args, "weights", None), getattr(args, "out", None))
+        if not _has_opencv():
+            print("[evaluate] OpenCV is not installed: the OpenCV Telea inpainting baseline is left out of "
+                  "the table and the grids (pip install opencv-python-headless to include it)", flush=True)
+        out = Path(getattr(args, "out", None) or Path(cfg.train.run_dir) / "eval")
+        evaluate(cfg, getattr(args, "weights", None), out)
+        print(f"[evaluate] wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'grid.png'} and "
+              f"{out / 'grid_small.png'}", flush=True)
+
+
+def _has_opencv() -> bool:
+    """Can the Telea baseline run (the same import evaluate's telea() tries)?"""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def outputs_summary(cfg: Config, weights: str | None = None) -> str:
+    """Where a whole run put its results, for the person who started it."""
+    run = Path(cfg.train.run_dir).resolve()
+    return "\n".join([
+        f"[all] done; outputs in {run}:",
+        f"  weight file for the server:  {Path(weights).resolve() if weights else run / 'weights.pt'}"
+        "  (python -m server --weights FILE)",
+        f"  evaluation:                  {run / 'eval'} (results.md, grid.png, grid_small.png)",
+        f"  per stage (checkpoint last.pt, log.csv, samples/, config.json): "
+        f"{', '.join(str(run / s) for s in ('vae-a', 'vae-b', 'mapping'))}"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = resolve(args)
     if args.command == "all":
+        weights = getattr(args, "out", None)
         for c in ("prepare-data", "vae-a", "vae-b", "mapping", "export", "evaluate"):
             if c == "evaluate":
-                args.weights, args.out = getattr(args, "out", None), None
+                args.weights, args.out = weights, None
             run(cfg, c, args)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(outputs_summary(cfg, weights), flush=True)
     else:
         run(cfg, args.command, args)
     return 0

@@ -242,7 +242,6 @@ def _smoke() -> Config:
     c.train.log_every = 1
     c.train.ckpt_every = 2
     c.train.sample_every = 2
-    c.train.progress = False
     c.train.threads = 1
     c.eval.max_side = 64
     c.eval.photos = 2

@@ -17,6 +17,9 @@ class ProgressBar:
     def __init__(self, total: int, start: int, enabled: bool = True, prefix: str = "") -> None:
         self.total, self.enabled, self.prefix = total, enabled, prefix
         self.t0, self.s0 = time.perf_counter(), start
+        # a terminal gets one redrawn line; a log file a line per tenth of the run
+        self.tty = sys.stderr.isatty()
+        self.shown_tenth = -1
 
     def update(self, step: int, losses: dict[str, float], images_per_step: int) -> str:
         dt = max(1e-9, time.perf_counter() - self.t0)
@@ -28,13 +31,18 @@ class ProgressBar:
         text = (f"\r{self.prefix} [{'#' * fill}{'.' * (width - fill)}] {step + 1}/{self.total} "
                 + " ".join(f"{k}={v:.4g}" for k, v in losses.items())
                 + f" | {rate:.1f} img/s eta {eta / 60:.1f} min")
-        if self.enabled:
+        tenth = 10 * (step + 1) // max(1, self.total)
+        if self.enabled and self.tty:
             sys.stderr.write(text)
+            sys.stderr.flush()
+        elif self.enabled and tenth != self.shown_tenth:
+            self.shown_tenth = tenth
+            sys.stderr.write(text[1:] + "\n")
             sys.stderr.flush()
         return text
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             sys.stderr.write("\n")
 
 
@@ -78,8 +86,9 @@ def tensor_to_u8(t: torch.Tensor) -> np.ndarray:
     return a.permute(1, 2, 0).numpy()
 
 
-def save_grid(rows: list[list[np.ndarray]], path: Path, pad: int = 2) -> Path:
-    """Rows of equally sized uint8 HxWx3 images -> one PNG."""
+def save_grid(rows: list[list[np.ndarray]], path: Path, pad: int = 2, labels: list[str] | None = None) -> Path:
+    """Rows of equally sized uint8 HxWx3 images -> one PNG; ``labels`` name the columns
+    in a header strip above them (wrapped to the column's width)."""
     h, w = rows[0][0].shape[:2]
     ncol = max(len(r) for r in rows)
     grid = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
@@ -88,6 +97,40 @@ def save_grid(rows: list[list[np.ndarray]], path: Path, pad: int = 2) -> Path:
             if im.ndim == 2:
                 im = np.repeat(im[..., None], 3, -1)
             grid[pad + i * (h + pad):pad + i * (h + pad) + h, pad + j * (w + pad):pad + j * (w + pad) + w] = im
+    image = Image.fromarray(grid)
+    if labels:
+        image = _with_header(image, labels[:ncol], w, pad)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(path)
+    image.save(path)
     return path
+
+
+def _with_header(grid: Image.Image, labels: list[str], col_w: int, pad: int) -> Image.Image:
+    """``grid`` under a white strip holding each column's label, centred and word-wrapped."""
+    from PIL import ImageDraw, ImageFont
+    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(grid)
+
+    def width(text: str) -> float:
+        return draw.textlength(text, font=font)
+
+    wrapped = []
+    for label in labels:
+        lines, line = [], ""
+        for word in label.split():
+            if line and width(line + " " + word) > col_w:
+                lines.append(line)
+                line = word
+            else:
+                line = (line + " " + word).strip()
+        wrapped.append(lines + [line])
+    line_h = int(sum(font.getbbox("Ag")[1::2]) or 11) + 2
+    strip = max(len(ls) for ls in wrapped) * line_h + 2 * pad
+    out = Image.new("RGB", (grid.width, grid.height + strip), "white")
+    out.paste(grid, (0, strip))
+    draw = ImageDraw.Draw(out)
+    for j, lines in enumerate(wrapped):
+        for k, text in enumerate(lines):
+            x = pad + j * (col_w + pad) + max(0.0, (col_w - width(text)) / 2)
+            draw.text((x, pad + k * line_h), text, fill="black", font=font)
+    return out
