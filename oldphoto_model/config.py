@@ -19,7 +19,7 @@ def _check_norm(norm: str) -> None:
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Encoder/decoder of one domain (DESIGN.md §2: ~0.87 M parameters each)."""
+    """Encoder/decoder of one domain (as in the original implementation: ~0.87 M parameters each)."""
 
     in_channels: int = 3
     channels: int = 64          # width of every layer; also the latent width

@@ -49,7 +49,7 @@ class DataConfig:
 
 @dataclass
 class DegradeConfig:
-    """Synthetic degradation (DESIGN.md §2 ranges; each basic op with probability p)."""
+    """Synthetic degradation (the original implementation's ranges; each basic op with probability p)."""
 
     p: float = 0.7
     blur_kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
@@ -73,7 +73,7 @@ class DegradeConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (DESIGN.md §2) and the perceptual-loss choice."""
+    """Loss weights (defaults: the original implementation's) and the perceptual-loss choice."""
 
     rec_l1: float = 10.0           # VAE reconstruction (alpha of the paper)
     kl: float = 1.0                # reduced VAE: mean(h^2)

@@ -1,4 +1,4 @@
-"""Losses of the three stages (DESIGN.md §1-2)."""
+"""Losses of the three stages (the paper's, with the original implementation's weights)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence

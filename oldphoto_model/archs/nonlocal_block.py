@@ -1,4 +1,4 @@
-"""The partial nonlocal block (paper §3.3, DESIGN.md §1).
+"""The partial nonlocal block (paper §3.3).
 
     O_i = nu( sum_j s_ij mu(F_j) ),  s_ij = softmax over intact j of theta(F_i) . phi(F_j)
     global branch = rho_global(O)

@@ -1,6 +1,6 @@
 """Synthetic degradation: clean photo -> (degraded, clean, scratch mask), deterministic per seed.
 
-Two families (DESIGN.md §1-2, §5):
+Two families (after the paper and its original implementation, plus scanned textures):
 
 * unstructured, whole-image: blur, noise (Gaussian, speckle, salt-and-pepper),
   down-up resampling, JPEG, colour fading / yellowing / sepia, uneven exposure,

@@ -1,4 +1,4 @@
-"""Offline data sources (DESIGN.md §5) and ``prepare-data``.
+"""Offline data sources (Debian and PyPI packages) and ``prepare-data``.
 
 Everything goes to the cache (``--data.cache_dir``, default ``$OLDPHOTO_CACHE`` or
 ``~/.cache/oldphoto``), never into git:
