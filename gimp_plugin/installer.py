@@ -5,9 +5,9 @@
 
 Layouts (DIR = GIMP's user plug-ins folder):
   GIMP 3:    DIR/oldphoto_restore/oldphoto_restore.py (executable; GIMP 3's folder rule)
-             + oldphoto_common.py, oldphoto_client.py beside it
+             + oldphoto_common.py, oldphoto_client.py, oldphoto_wire.py beside it
   GIMP 2.10: DIR/oldphoto_restore.py (executable)
-             + DIR/oldphoto_restore_lib/{oldphoto_common,oldphoto_client}.py
+             + DIR/oldphoto_restore_lib/{oldphoto_common,oldphoto_client,oldphoto_wire}.py
 """
 from __future__ import annotations
 
@@ -70,13 +70,15 @@ def files_for(gimp: str) -> list[tuple[Path, str, bool]]:
     """(source, destination relative to the plug-ins folder, executable) per file."""
     common = HERE / "common" / "oldphoto_common.py"
     client = client_source()
+    wire = client.with_name("wire.py")   # the protocol module the client imports
     if gimp == "3":
-        return [(HERE / "gimp3" / PLUGIN / (PLUGIN + ".py"), f"{PLUGIN}/{PLUGIN}.py", True),
-                (common, f"{PLUGIN}/oldphoto_common.py", False),
-                (client, f"{PLUGIN}/oldphoto_client.py", False)]
-    return [(HERE / "gimp2" / (PLUGIN + ".py"), f"{PLUGIN}.py", True),
-            (common, f"{LIB}/oldphoto_common.py", False),
-            (client, f"{LIB}/oldphoto_client.py", False)]
+        main, folder = (HERE / "gimp3" / PLUGIN / (PLUGIN + ".py"), f"{PLUGIN}/{PLUGIN}.py"), PLUGIN
+    else:
+        main, folder = (HERE / "gimp2" / (PLUGIN + ".py"), f"{PLUGIN}.py"), LIB
+    return [(*main, True),
+            (common, f"{folder}/oldphoto_common.py", False),
+            (client, f"{folder}/oldphoto_client.py", False),
+            (wire, f"{folder}/oldphoto_wire.py", False)]
 
 
 def install(gimp: str, dest: Path) -> list[Path]:

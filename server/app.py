@@ -8,9 +8,11 @@ its job is cancelled, and replies never block the loop (NOBLOCK).
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -21,11 +23,12 @@ import zmq
 from oldphoto_model import Restorer, __version__ as model_version
 
 from . import __version__, protocol
-from .wire import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_UNKNOWN_JOB, OPS, PROTOCOL_VERSION,
-                     T_ACCEPTED, T_OK)
+from .wire import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_SOCKET_TYPE, E_UNKNOWN_JOB, OPS,
+                   PROTOCOL_VERSION, T_ACCEPTED, T_OK, unpack_header)
 from .config import ServerConfig
 from .protocol import ProtocolError
 from .worker import Busy, Job, Worker
+from . import keys
 
 log = logging.getLogger("oldphoto.server")
 
@@ -33,11 +36,13 @@ _BATCH = 64   # messages handled per socket per loop turn, so neither side starv
 
 
 def weights_identity(restorer: Restorer) -> dict[str, Any]:
-    """Path, sha256, short id and metadata of the restorer's weights (empty if unknown)."""
+    """Path, sha256, short id and metadata of the restorer's weights (empty if unknown).
+    The path is for this machine's log; ``info`` sends the file name only."""
     wi = getattr(restorer.model, "weights_info", None)
     if wi is None:
         return {}
-    return {"path": wi.path, "sha256": wi.sha256, "short_id": wi.short_id, "metadata": wi.metadata}
+    return {"path": wi.path, "name": os.path.basename(wi.path), "sha256": wi.sha256,
+            "short_id": wi.short_id, "metadata": wi.metadata}
 
 
 def precision_name(restorer: Restorer) -> str:
@@ -45,6 +50,41 @@ def precision_name(restorer: Restorer) -> str:
     return {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(
         str(restorer.dtype), str(restorer.dtype))
 
+
+
+def unpredictable_routing_ids() -> None:
+    """Seed the C library's rand() from os.urandom before a ROUTER socket is made.
+
+    libzmq names peers that bring no routing id ``\\0`` + a counter that starts at
+    rand(), which nobody seeds: the same value in every process. A client that
+    claims the next counter value as its own routing id makes the next anonymous
+    connection collide with it, and libzmq aborts the process (an assertion in
+    socket_base.cpp). With an unpredictable start the next value is a 32-bit
+    secret the server never reveals."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.srand(ctypes.c_uint(int.from_bytes(os.urandom(4), "little")))
+    except (OSError, AttributeError):   # no C library handle here (not Linux/macOS)
+        log.warning("could not seed libzmq's routing-id counter")
+
+
+def refuse_live_ipc(address: str) -> None:
+    """OSError when another process already listens on the ipc:// path: libzmq would
+    silently unlink its socket file and take the path over."""
+    if not address.startswith("ipc://") or address == "ipc://*":
+        return
+    path = address[len("ipc://"):]
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return          # a stale socket file of a server that is gone: libzmq replaces it
+    finally:
+        probe.close()
+    raise OSError(f"cannot listen on {address}: another server is listening there")
 
 
 def _drain(sock: zmq.Socket, handle) -> None:
@@ -67,7 +107,10 @@ class Server:
         config.validate()
         self.config = config
         self.restorer = restorer
-        self.context = zmq.Context()
+        self.context = zmq.Context()         # the worker's inproc sockets
+        # the clients' socket has a context of its own, so that shutdown can wait for
+        # the final replies to leave even while the worker is stuck in a model step
+        self.net_context = zmq.Context()
         self.endpoint: Optional[str] = None
         self._router: Optional[zmq.Socket] = None
         self._events: Optional[zmq.Socket] = None
@@ -75,15 +118,26 @@ class Server:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.stats = {"requests": 0, "errors": 0}
+        self.public_key: Optional[str] = None     # the CURVE public key, when CURVE is on
+        self._hurry = threading.Event()
+        self.worker_stuck = False   # after shutdown: a model step outlived shutdown_grace
 
     # -- lifecycle -------------------------------------------------------------
     def bind(self) -> str:
         """Bind the ROUTER socket and start the worker; returns the actual endpoint
         (a ``tcp://host:*`` wildcard resolves to the chosen port)."""
-        r = self.context.socket(zmq.ROUTER)
+        refuse_live_ipc(self.config.bind)
+        unpredictable_routing_ids()
+        r = self.net_context.socket(zmq.ROUTER)
         r.setsockopt(zmq.LINGER, 0)
         r.setsockopt(zmq.ROUTER_MANDATORY, 1)       # gone peers raise instead of vanishing silently
         r.setsockopt(zmq.MAXMSGSIZE, max(self.config.max_frame_bytes, self.config.max_header_bytes))
+        r.setsockopt(zmq.RCVHWM, 4)                 # requests one peer may have waiting in libzmq
+        if self.config.uses_curve:
+            self.public_key, secret = keys.server_keypair(self.config.key_dir)
+            r.curve_server = True
+            r.curve_publickey = self.public_key.encode()
+            r.curve_secretkey = secret.encode()
         try:
             r.bind(self.config.bind)
         except zmq.ZMQError as e:
@@ -96,6 +150,7 @@ class Server:
         self._events.setsockopt(zmq.LINGER, 0)
         self._events.bind(events_address)
         self._worker = Worker(self.restorer, self.context, events_address, self.config.queue_size,
+                              self.config.max_jobs_per_client,
                               info={"device": str(self.restorer.device), "precision": precision_name(self.restorer),
                                     "weights": weights_identity(self.restorer).get("short_id", "")})
         self._worker.start()
@@ -108,11 +163,19 @@ class Server:
         self._thread.start()
         return endpoint
 
+    def request_stop(self, hurry: bool = False) -> None:
+        """Ask serve_forever to shut down (safe from a signal handler): every waiting
+        and running job's client gets a final ``cancelled``. ``hurry`` (a second
+        Ctrl-C) stops waiting for a running model step."""
+        if hurry:
+            self._hurry.set()
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop serving (from any thread) and release the sockets."""
-        self._stop.set()
+        self.request_stop()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(self.config.shutdown_grace + 5)
             self._thread = None
 
     def __enter__(self) -> "Server":
@@ -139,17 +202,34 @@ class Server:
             self._close()
 
     def _close(self) -> None:
+        """Shut down: tell every waiting and running job's client ``cancelled``, give a
+        running model step ``shutdown_grace`` seconds to stop, close the sockets."""
         stuck = False
-        if self._worker is not None:
-            self._worker.stop()
-            stuck = self._worker.is_alive()
-            self._worker = None
+        w = self._worker
+        if w is not None and self._router is not None:
+            queued, running = w.stop(wait=False)
+            for job in queued:
+                self._send(job.identity, protocol.error_reply(
+                    job.request_id, E_CANCELLED, "the server is shutting down", job=job.id))
+            deadline = time.monotonic() + self.config.shutdown_grace
+            while w.is_alive() and time.monotonic() < deadline and not self._hurry.is_set():
+                if self._events.poll(50):     # the running job's own final reply among them
+                    _drain(self._events, self._forward)
+            _drain(self._events, self._forward)
+            stuck = w.is_alive()
+            if stuck and running is not None:    # it never got to say so itself
+                self._send(running.identity, protocol.error_reply(
+                    running.request_id, E_CANCELLED, "the server is shutting down", job=running.id))
+            self._router.setsockopt(zmq.LINGER, 1000)   # let the final replies leave
+        self._worker = None
         for s in (self._router, self._events):
             if s is not None:
-                s.close(0)
+                s.close()
         self._router = self._events = None
+        self.net_context.term()      # returns once the final replies left (LINGER: at most 1 s)
         if not stuck:   # term() would wait forever for a worker stuck inside one huge layer
             self.context.term()
+        self.worker_stuck = stuck
 
     # -- sending -----------------------------------------------------------------
     def _send(self, identity: bytes, header: bytes, frames: Sequence = (), job_id: Optional[str] = None) -> bool:
@@ -174,6 +254,13 @@ class Server:
     def _handle(self, identity: bytes, frames: list) -> None:
         self.stats["requests"] += 1
         rid = None
+        if len(frames) >= 2 and len(frames[0]) == 0:
+            # a REQ socket's envelope: answer inside one, or the REQ client waits forever
+            self.stats["errors"] += 1
+            self._send(identity, b"", [protocol.error_reply(
+                None, E_SOCKET_TYPE, "this server speaks to DEALER sockets: a request is "
+                "[header, *frames] without an empty delimiter frame (REQ sockets add one)")])
+            return
         try:
             req = protocol.parse_request(frames, self.config)
             rid = req.id
@@ -211,10 +298,8 @@ class Server:
             job = Job(identity, req.id, req.image, req.mask, req.options)
             try:
                 ahead = self._worker.submit(job)
-            except Busy:
-                self._send(identity, protocol.error_reply(
-                    req.id, E_BUSY, f"the server is busy ({self.config.queue_size} jobs waiting): "
-                    "try again later"))
+            except Busy as e:
+                self._send(identity, protocol.error_reply(req.id, E_BUSY, str(e)))
                 return
             self._send(identity, protocol.reply(req.id, T_ACCEPTED, job=job.id, ahead=ahead), job_id=job.id)
 
@@ -226,12 +311,13 @@ class Server:
             "protocol": PROTOCOL_VERSION,
             "server_version": __version__,
             "model_version": model_version,
-            "pid": os.getpid(),
             "device": str(self.restorer.device),
             "precision": precision_name(self.restorer),
-            "weights": weights_identity(self.restorer),
+            "weights": {k: v for k, v in weights_identity(self.restorer).items() if k != "path"},
+            "curve": self.public_key is not None,
             "limits": {"max_pixels": c.max_pixels, "max_side": c.max_side, "queue_size": c.queue_size,
-                       "max_header_bytes": c.max_header_bytes, "max_frame_bytes": c.max_frame_bytes},
+                       "max_header_bytes": c.max_header_bytes, "max_frame_bytes": c.max_frame_bytes,
+                       "max_message_bytes": c.max_message_bytes, "max_jobs_per_client": c.max_jobs_per_client},
             "ops": list(OPS),
             "channels": [1, 2, 3, 4],
             "dtypes": [DTYPE_U8],

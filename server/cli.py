@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 from . import batch
 from .batch import Job, read_image, read_mask, write_image
 from .client import DEFAULT_ADDRESS, Client, ClientError, ServerUnavailable
-from .config import ServerConfig, config_fields, is_local_address
+from .config import ServerConfig, config_fields
 
 SUBCOMMANDS = ("serve", "info", "restore", "demo")
 EXIT_USAGE, EXIT_NO_SERVER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 1, 130
@@ -102,8 +102,12 @@ def progress_printer(stream=None) -> Callable[[float, str], None]:
     return show
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt()
+def add_server_key_flag(parser: argparse.ArgumentParser) -> None:
+    """--server-key: the CURVE public key of a server on another machine."""
+    parser.add_argument("--server-key", default=os.environ.get("OLDPHOTO_SERVER_KEY"),
+                        help="public key of a server on another machine (the 40 characters it printed "
+                             "at start-up, or its server.key file; default $OLDPHOTO_SERVER_KEY); "
+                             "not needed on this computer")
 
 
 # -- serve ----------------------------------------------------------------------------
@@ -126,9 +130,6 @@ def cmd_serve(argv: Sequence[str]) -> int:
     except ValueError as e:
         _err(str(e))
         return EXIT_USAGE
-    if not is_local_address(cfg.bind):
-        _err(f"WARNING: listening on {cfg.bind}, a non-loopback address: anyone who can reach it "
-             "can send jobs to this server (there is no authentication)")
     restorer = _load_or_explain(cfg.weights, cfg.device, cfg.precision)
     if restorer is None:
         return EXIT_USAGE
@@ -145,14 +146,31 @@ def cmd_serve(argv: Sequence[str]) -> int:
     print(f"oldphoto-server listening on {endpoint} | device {restorer.device} "
           f"({precision_name(restorer)}) | weights {wid.get('short_id', '?')} ({wid.get('path', '?')}) "
           f"| protocol {server.info()['protocol']} | Ctrl-C stops", flush=True)
+    if server.public_key:
+        print(f"CURVE encryption on; clients need the server's public key {server.public_key} "
+              f"(--server-key, or the plug-in's 'Server public key' setting)", flush=True)
+    signals = {"count": 0}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # no exception into the I/O loop: it stops at its next turn and tells every
+        # client; a second Ctrl-C only stops waiting for a long model step
+        signals["count"] += 1
+        server.request_stop(hurry=signals["count"] > 1)
+
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM (service managers, kill) shuts down as cleanly as Ctrl-C
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)    # service managers, kill: as clean as Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     print("oldphoto-server stopped", flush=True)
+    if server.worker_stuck:
+        # a model step is still running in C code: interpreter shutdown under it can
+        # abort the process, so leave now; the clients were told
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -161,9 +179,10 @@ def cmd_info(argv: Sequence[str]) -> int:
     """Print a running server's ``info`` as JSON. Returns the exit status."""
     p = argparse.ArgumentParser(prog="oldphoto-server info", description="Ask a running server what it serves.")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
+    add_server_key_flag(p)
     ns = p.parse_args(argv)
     try:
-        with Client(ns.address, timeout=10.0) as c:
+        with Client(ns.address, timeout=10.0, server_key=ns.server_key) as c:
             print(json.dumps(c.info(), indent=2, sort_keys=True, default=str))
     except ServerUnavailable as e:
         _err(e.message)
@@ -191,6 +210,7 @@ def restore_parser() -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="folders: include their subfolders (OUT mirrors them)")
     p.add_argument("--ext", help="several photos: write this format (e.g. png; default: each photo's own)")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
+    add_server_key_flag(p)
     p.add_argument("--in-process", action="store_true", help="run the model here instead of in a server")
     add_config_flags(p, only=("weights", "device", "precision"))
     p.add_argument("--mask-threshold", type=int, default=128, help="mask values >= this are defects (default 128)")
@@ -251,7 +271,7 @@ def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Option
             out, _ = restore_image(restorer, image, mask, options, report)
             return out, f"in-process on {restorer.device}"
         return local
-    client = stack.enter_context(Client(ns.address, timeout=ns.timeout))
+    client = stack.enter_context(Client(ns.address, timeout=ns.timeout, server_key=ns.server_key))
     client.ping()     # no server: said once, before the first photo
 
     def remote(image, mask, progress, should_cancel):
@@ -330,6 +350,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
                                  "the temporary folder's oldphoto-demo/ without a Pictures folder)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--address", default=DEFAULT_ADDRESS, help="use the server running here if it answers")
+    add_server_key_flag(p)
     add_config_flags(p, only=("weights", "device", "precision"))
     ns = p.parse_args(argv)
 
@@ -346,7 +367,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
             out_path = Path(ns.out)
             batch.check_output(out_path, ns.overwrite, source=src)
         # find or start a server before writing anything: no weights, no output
-        client = Client(ns.address, timeout=3600.0)
+        client = Client(ns.address, timeout=3600.0, server_key=ns.server_key)
         try:
             client.ping(timeout=0.5)
             via = f"the running server at {ns.address}"

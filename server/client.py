@@ -18,6 +18,7 @@ Typical use::
 """
 from __future__ import absolute_import, division, print_function, unicode_literals
 
+import struct
 import sys
 import time
 import uuid
@@ -32,10 +33,10 @@ except ImportError as _e:   # name the interpreter: GIMP's Python is often not t
 
 try:   # inside the server package; the installer copies wire.py as oldphoto_wire.py
     from .wire import *  # noqa: F401,F403  (the protocol's names, written once in wire.py)
-    from .wire import pack_header, unpack_header
+    from .wire import clip, is_curve_key, pack_header, unpack_header
 except (ImportError, ValueError):   # Python 3 / Python 2 without a parent package
     from oldphoto_wire import *  # noqa: F401,F403
-    from oldphoto_wire import pack_header, unpack_header
+    from oldphoto_wire import clip, is_curve_key, pack_header, unpack_header
 
 #: Context kept around a selection's bounding box by default (pixels); see crop_plan.
 DEFAULT_CROP_MARGIN = 128
@@ -58,6 +59,45 @@ class ServerUnavailable(ClientError):
             address, (" (" + detail + ")") if detail else "", START_HINT)
         ClientError.__init__(self, E_UNAVAILABLE, msg)
         self.address = address
+
+
+class SecurityError(ClientError):
+    """The CURVE handshake failed: the server public key is missing, malformed or wrong."""
+
+    def __init__(self, message):
+        ClientError.__init__(self, E_SECURITY, message)
+
+
+def server_key_from(value):
+    """A server public key given as its 40 Z85 characters or as the path of the
+    ``server.key`` file the server made; None for None or "". SecurityError
+    when it is neither."""
+    if value is None:
+        return None
+    text = _text(value).strip()
+    if not text:
+        return None
+    if is_curve_key(text):
+        return text
+    try:
+        with open(text, "rb") as f:
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                line = line.strip()
+                if line.startswith("public-key"):
+                    key = line.split("=", 1)[1].strip().strip('"')
+                    if is_curve_key(key):
+                        return key
+    except (IOError, OSError):
+        pass
+    raise SecurityError("%r is not a server public key: give the 40 characters the server "
+                        "printed at start-up (\"public key ...\") or the path of its server.key file"
+                        % clip(text))
+
+
+#: Monitor events that mean "the connection was made but the handshake failed".
+_HANDSHAKE_FAILED = [getattr(zmq, n, 0) for n in ("EVENT_HANDSHAKE_FAILED_NO_DETAIL",
+                                                   "EVENT_HANDSHAKE_FAILED_PROTOCOL",
+                                                   "EVENT_HANDSHAKE_FAILED_AUTH")]
 
 
 class ServerError(ClientError):
@@ -130,16 +170,20 @@ class Client(object):
 
     ``timeout`` bounds how long one operation waits for its final reply, in
     seconds (None: wait forever); ``ping`` has its own short timeout so a
-    missing server is reported quickly.
+    missing server is reported quickly. ``server_key``: the server's CURVE
+    public key (Z85 text or its ``server.key`` file) for a server on another
+    machine; everything is then encrypted and the server authenticated.
     """
 
     POLL_MS = 50   # how often should_cancel is asked while a job runs
 
-    def __init__(self, address=DEFAULT_ADDRESS, timeout=600.0):
+    def __init__(self, address=DEFAULT_ADDRESS, timeout=600.0, server_key=None):
         self.address = address
         self.timeout = timeout
+        self.server_key = server_key_from(server_key)
         self._ctx = None
         self._sock = None
+        self._monitor = None
         self._alive = False
 
     # -- socket handling --------------------------------------------------
@@ -149,13 +193,43 @@ class Client(object):
                 self._ctx = zmq.Context()
             s = self._ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)      # never hang on exit when the server is gone
+            if self.server_key is not None:
+                public, secret = zmq.curve_keypair()   # this connection's own, thrown away after
+                s.setsockopt(zmq.CURVE_SERVERKEY, self.server_key.encode("ascii"))
+                s.setsockopt(zmq.CURVE_PUBLICKEY, public)
+                s.setsockopt(zmq.CURVE_SECRETKEY, secret)
+            try:     # handshake failures tell "wrong key" from "no server" (see ping)
+                self._monitor = s.get_monitor_socket()
+            except (AttributeError, zmq.ZMQError):
+                self._monitor = None
             s.connect(self.address)
             self._sock = s
         return self._sock
 
+    def _handshake_failed(self):
+        """Whether the monitor saw a connection whose handshake failed or never finished."""
+        connected = failed = ok = False
+        while self._monitor is not None and self._monitor.poll(0):
+            try:
+                msg = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+            event = struct.unpack("=hi", msg[0][:6])[0]
+            connected = connected or event == zmq.EVENT_CONNECTED
+            failed = failed or event in _HANDSHAKE_FAILED
+            ok = ok or event == getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", -1)
+        return failed or (connected and not ok and getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", 0) != 0)
+
     def _reset(self):
         """Drop the socket: late replies to abandoned requests die with it."""
         if self._sock is not None:
+            if self._monitor is not None:
+                try:
+                    self._sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+                self._monitor.close(0)
+                self._monitor = None
             self._sock.close(0)
             self._sock = None
         self._alive = False
@@ -207,8 +281,11 @@ class Client(object):
             if deadline is not None:
                 left = deadline - time.time()
                 if left <= 0:
+                    refused = self._handshake_failed()
                     self._reset()
-                    raise ClientError(E_TIMEOUT, "no reply from %s within %.1f s" % (self.address, timeout))
+                    err = ClientError(E_TIMEOUT, "no reply from %s within %.1f s" % (self.address, timeout))
+                    err.refused = refused      # the handshake failed: a key problem, not a missing server
+                    raise err
                 wait = min(wait, max(1, int(left * 1000)))
             if not s.poll(wait, zmq.POLLIN):
                 continue
@@ -248,7 +325,17 @@ class Client(object):
         except ClientError as e:
             if e.code != E_TIMEOUT:
                 raise
+            refused = getattr(e, "refused", False)
             self._reset()
+            if refused and self.server_key is not None:
+                raise SecurityError(
+                    "the server at %s refused the encrypted connection: the server public key is "
+                    "wrong (copy the \"public key\" line the server printed at start-up), or that "
+                    "server runs without CURVE (on the same computer no key is needed)" % self.address)
+            if refused:
+                raise SecurityError(
+                    "the server at %s requires encryption: give its public key (the \"public key\" "
+                    "line it printed at start-up)" % self.address)
             raise ServerUnavailable(self.address, "no answer to ping within %.1f s" % timeout)
         self._alive = True
         return header

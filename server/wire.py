@@ -90,6 +90,17 @@ def is_protocol_version(value):
     return type(value) is int and value == PROTOCOL_VERSION
 
 
+#: The 85 characters of Z85, the text form of CURVE keys (40 characters per key).
+Z85_CHARS = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+             ".-:+=^!/*?&<>()[]{}@%$#")
+
+
+def is_curve_key(text):
+    """True for a CURVE key in Z85 text: 40 characters of the Z85 alphabet."""
+    return (isinstance(text, type("")) and len(text) == 40
+            and all(ch in Z85_CHARS for ch in text))
+
+
 _PY2 = bytes is str
 
 
@@ -129,4 +140,4 @@ def unpack_header(data, max_bytes=MAX_REPLY_HEADER_BYTES, **extra):
 
 
 __all__ = [name for name in dir() if name.isupper() and not name.startswith("_")] + [
-    "HeaderError", "clip", "is_protocol_version", "pack_header", "unpack_header"]
+    "HeaderError", "clip", "is_curve_key", "is_protocol_version", "pack_header", "unpack_header"]

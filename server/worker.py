@@ -42,7 +42,7 @@ def is_oom(e: BaseException) -> bool:
 
 
 class Busy(Exception):
-    """The queue is full."""
+    """The queue is full, or the client has as many jobs as it may; the message says which."""
 
 
 @dataclass
@@ -65,12 +65,13 @@ class Worker(threading.Thread):
     """Runs queued jobs on one Restorer; talks to the I/O thread via ``events_address``."""
 
     def __init__(self, restorer: Restorer, context: zmq.Context, events_address: str,
-                 queue_size: int, info: Optional[dict] = None) -> None:
+                 queue_size: int, per_client: int = 2, info: Optional[dict] = None) -> None:
         super().__init__(name="oldphoto-worker", daemon=True)
         self.restorer = restorer
         self.context = context
         self.events_address = events_address
         self.queue_size = queue_size
+        self.per_client = per_client
         self.meta_base = dict(info or {})
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
@@ -82,10 +83,18 @@ class Worker(threading.Thread):
     def submit(self, job: Job) -> int:
         """Queue ``job``; returns how many jobs run or wait before it. Raises Busy."""
         with self._cond:
+            if self._stopping:
+                raise Busy("the server is shutting down")
+            mine = sum(j.identity == job.identity for j in self._queue) + (
+                self._current is not None and self._current.identity == job.identity)
+            if mine >= self.per_client:    # one client cannot fill the queue for everyone
+                self._count("busy")
+                raise Busy(f"this connection already has {mine} jobs waiting or running (at most "
+                           f"{self.per_client}): wait for one to finish")
             idle = self._current is None and not self._queue
             if len(self._queue) >= self.queue_size and not idle:
                 self._count("busy")
-                raise Busy()
+                raise Busy(f"the server is busy ({self.queue_size} jobs waiting): try again later")
             ahead = len(self._queue) + (self._current is not None)
             self._queue.append(job)
             self._cond.notify()
@@ -124,16 +133,26 @@ class Worker(threading.Thread):
         with self._cond:
             return {"queued": len(self._queue), "running": int(self._current is not None)}
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel the running job, drop the queue, end the thread."""
+    def stop(self, wait: bool = True, timeout: float = 10.0) -> tuple[list[Job], Optional[Job]]:
+        """Cancel the running job, empty the queue, end the thread (joined when ``wait``).
+        Returns (the jobs that were waiting, the job that was running): the caller
+        owes the waiting ones their final reply; the running one sends its own when
+        its model step ends."""
         with self._cond:
             self._stopping = True
-            if self._current is not None:
-                self._current.cancel_reason = "server shutting down"
-                self._current.cancel.set()
+            running = self._current
+            if running is not None:
+                running.cancel_reason = "the server is shutting down"
+                running.cancel.set()
+            queued = list(self._queue)
             self._queue.clear()
+            for job in queued:
+                job.state = "cancelled"
+                self._count("cancelled")
             self._cond.notify_all()
-        self.join(timeout)
+        if wait:
+            self.join(timeout)
+        return queued, running
 
     # -- the worker thread ---------------------------------------------------
     def run(self) -> None:

@@ -50,16 +50,18 @@ def test_install_uninstall_layout(tmp_path, gimp, system):
         main = dest / "oldphoto_restore.py"
         lib = dest / "oldphoto_restore_lib"
     assert written[0] == main
-    assert sorted(p.name for p in lib.iterdir() if p != main) == ["oldphoto_client.py", "oldphoto_common.py"]
+    assert sorted(p.name for p in lib.iterdir() if p != main) == ["oldphoto_client.py", "oldphoto_common.py",
+                                                                 "oldphoto_wire.py"]
     assert _mode(main) & 0o111 == 0o111
-    for helper in ("oldphoto_client.py", "oldphoto_common.py"):
+    for helper in ("oldphoto_client.py", "oldphoto_common.py", "oldphoto_wire.py"):
         assert _mode(lib / helper) & 0o111 == 0
     assert (lib / "oldphoto_client.py").read_bytes() == (ROOT / "server" / "client.py").read_bytes()
+    assert (lib / "oldphoto_wire.py").read_bytes() == (ROOT / "server" / "wire.py").read_bytes()
     assert (lib / "oldphoto_common.py").read_bytes() == (ROOT / "gimp_plugin/common/oldphoto_common.py").read_bytes()
     installer.install(gimp, dest)           # again: replaces, no leftovers
     assert not list(dest.rglob("*.tmp"))
     removed = installer.uninstall(gimp, dest)
-    assert len(removed) == 3 and not main.exists() and not lib.exists()
+    assert len(removed) == 4 and not main.exists() and not lib.exists()
     assert other.is_dir()                    # other plug-ins untouched
 
 
@@ -82,7 +84,7 @@ def test_cli_install_reports_dependencies(tmp_path):
     assert "ACTION NEEDED" in r.stdout and f'"{fake}" -m pip install pyzmq msgpack' in r.stdout
     assert "No module named zmq" in r.stdout
     r = _cli("uninstall", "--gimp", "2.10", "--dest", str(tmp_path / "d2"))
-    assert r.returncode == 0 and "removed 3 file(s)" in r.stdout
+    assert r.returncode == 0 and "removed 4 file(s)" in r.stdout
     assert not (tmp_path / "d2" / "oldphoto_restore.py").exists()
 
 

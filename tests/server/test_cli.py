@@ -52,7 +52,7 @@ def test_python_m_server_serves_info_to_another_process(weights_path, tmp_path, 
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert '"device": "cpu"' in r.stdout and '"queue_size": 3' in r.stdout
-        assert str(proc.pid) in r.stdout
+        assert f'"pid": {proc.pid}' not in r.stdout and str(weights_path) not in r.stdout   # nothing private
         with Client(bind) as cl:                     # and a restore through it is right
             img = random_image(1, 20, 24, 3)
             data, meta = cl.restore(img.tobytes(), 24, 20, 3)
@@ -69,12 +69,11 @@ def test_non_loopback_bind_needs_the_flag(weights_path, capsys):
     assert "--allow-remote" in capsys.readouterr().err
 
 
-def test_non_loopback_bind_with_the_flag_warns(tmp_path, capsys):
-    # a missing weight file stops it right after the warning, before anything listens
-    assert main(["--bind", f"tcp://0.0.0.0:{free_port()}", "--allow-remote",
+def test_non_loopback_bind_never_runs_without_curve(tmp_path, capsys):
+    assert main(["--bind", f"tcp://0.0.0.0:{free_port()}", "--allow-remote", "--curve", "off",
                  "--weights", str(tmp_path / "none.pt")]) == 2
     err = capsys.readouterr().err
-    assert "WARNING" in err and "non-loopback" in err and "file not found" in err
+    assert "requires CURVE" in err and "file not found" not in err    # refused before loading anything
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ class Raw:
         self.sock.send_multipart(frames)
         assert self.sock.poll(timeout_ms), "no reply"
         parts = self.sock.recv_multipart()
+        if parts[0] == b"" and len(parts) > 1:   # the answer to a REQ-style envelope keeps it
+            parts = parts[1:]
         return proto.unpack_header(parts[0]), parts[1:]
 
     def close(self):
@@ -67,6 +69,10 @@ CASES = [
     ("array bomb", [b"\xdd\xff\xff\xff\xff"], proto.E_MALFORMED),
     ("no version", [pack({"op": "ping"})], proto.E_MALFORMED),
     ("old version", [pack({"v": 0, "op": "ping"})], proto.E_VERSION),
+    ("version as float", [pack({"v": 1.0, "op": "ping"})], proto.E_VERSION),
+    ("version as bool", [pack({"v": True, "op": "ping"})], proto.E_VERSION),
+    ("too many frames", [pack({"v": 1, "op": "ping"})] + [b"x"] * 40, proto.E_FRAME_COUNT),
+    ("REQ envelope", [b"", pack({"v": 1, "op": "ping"})], proto.E_SOCKET_TYPE),
     ("future version", [pack({"v": 2, "op": "ping"})], proto.E_VERSION),
     ("version as string", [pack({"v": "1", "op": "ping"})], proto.E_VERSION),
     ("no op", [pack({"v": 1})], proto.E_MALFORMED),

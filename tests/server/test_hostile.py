@@ -1,0 +1,269 @@
+"""Hostile and unlucky clients (issue 11), each with real sockets on loopback or ipc."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from gimp_plugin.testing.server_process import ServerProcess
+from server import client as proto
+from server.app import Server
+from server.client import Client, ClientError, SecurityError
+from server.config import ServerConfig
+
+from .conftest import make_restorer
+from .helpers import TEST_LIMITS, random_image
+from .test_jobs import BIG, _final, _send_restore, _wait_for
+
+
+def pack(h):
+    return msgpack.packb(h, use_bin_type=True)
+
+
+@pytest.fixture()
+def own_server(weights_path):
+    """A server of the test's own, with settings passed as keyword arguments."""
+    made = []
+
+    def start(**kw):
+        cfg = dict(TEST_LIMITS, bind="tcp://127.0.0.1:*")
+        cfg.update(kw)
+        srv = Server(ServerConfig(**cfg), make_restorer(weights_path))
+        srv.start()
+        made.append(srv)
+        return srv
+    yield start
+    for srv in made:
+        srv.stop()
+
+
+def _ask(address, frames, timeout_ms=5000, socket_type=zmq.DEALER):
+    ctx = zmq.Context.instance()
+    s = ctx.socket(socket_type)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(address)
+    try:
+        s.send_multipart(frames)
+        assert s.poll(timeout_ms), "no reply"
+        parts = s.recv_multipart()
+    finally:
+        s.close(0)
+    return proto.unpack_header(parts[-1 if socket_type == zmq.REQ else 0])
+
+
+# -- 1: routing-id collisions ------------------------------------------------------------------
+def test_claimed_routing_ids_cannot_abort_the_server(weights_path):
+    """libzmq numbers anonymous peers from an unseeded rand(): 0x6b8b4567 first in every
+    process. Clients holding the next numbers as claimed routing ids made the next
+    ordinary connection abort the server (SIGABRT); now the numbering is a secret."""
+    srv = ServerProcess(weights_path).start()
+    ctx = zmq.Context()
+    held = []
+    try:
+        for k in range(12):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.ROUTING_ID, b"\x00" + (0x6b8b4567 + k).to_bytes(4, "big"))
+            s.connect(srv.address)
+            s.send(pack({"v": 1, "op": "ping", "id": k}))
+            held.append(s)
+        for s in held:
+            s.poll(2000)
+        for _ in range(4):                         # ordinary clients: anonymous connections
+            with Client(srv.address) as cl:
+                assert cl.ping()["type"] == "ok"
+        assert srv.alive(), srv.output()[-800:]
+    finally:
+        for s in held:
+            s.close(0)
+        ctx.term()
+        srv.stop()
+    assert "Assertion failed" not in srv.output()
+
+
+# -- 2: the whole message is capped ------------------------------------------------------------
+def test_message_over_the_total_cap_is_refused(own_server):
+    srv = own_server(max_pixels=10_000, max_side=1000)
+    frame = bytes(srv.config.max_frame_bytes)             # each frame alone is allowed
+    header = pack({"v": 1, "op": "echo", "pad": "x" * 60_000})
+    reply = _ask(srv.endpoint, [header, frame, frame])
+    assert reply["code"] == proto.E_TOO_LARGE and str(srv.config.max_message_bytes) in reply["message"]
+    reply = _ask(srv.endpoint, [pack({"v": 1, "op": "ping"})] + [b"x"] * 40)
+    assert reply["code"] == proto.E_FRAME_COUNT
+    with Client(srv.endpoint) as cl:
+        assert cl.ping()["type"] == "ok"
+
+
+# -- 4: shutdown tells everyone ------------------------------------------------------------------
+def test_shutdown_sends_every_waiting_and_running_client_cancelled(own_server):
+    srv = own_server()
+    with Client(srv.endpoint) as a, Client(srv.endpoint) as b, Client(srv.endpoint) as c:
+        rid_a = _send_restore(a, random_image(1, BIG, BIG, 3))
+        _wait_for(a, rid_a, "progress", "start")
+        rid_b = _send_restore(b, random_image(2, 16, 16, 3))
+        rid_c = _send_restore(c, random_image(3, 16, 16, 3))
+        _wait_for(c, rid_c, "accepted")
+        threading.Thread(target=srv.stop).start()
+        finals = [_final(a, rid_a, 30), _final(b, rid_b, 30), _final(c, rid_c, 30)]
+    for f in finals:
+        assert f["type"] == "error" and f["code"] == proto.E_CANCELLED, f
+    assert any("shutting down" in f["message"] for f in finals[1:])
+
+
+def test_ctrl_c_twice_during_a_long_model_step_exits_cleanly(weights_path):
+    """The model step outlives the shutdown grace (0 s here, like a 40 MP photo against
+    10 s): the process still exits 0, the client is told, nothing aborts."""
+    srv = ServerProcess(weights_path, extra_args=["--shutdown-grace", "0"]).start()
+    try:
+        with Client(srv.address) as cl:
+            rid = _send_restore(cl, random_image(4, BIG, BIG, 3))
+            _wait_for(cl, rid, "progress", "encode")
+            srv.proc.send_signal(signal.SIGINT)
+            srv.proc.send_signal(signal.SIGINT)
+            final = _final(cl, rid, 30)
+        srv.proc.wait(30)
+    finally:
+        srv.stop()
+    out = srv.output()
+    assert final["code"] == proto.E_CANCELLED and "shutting down" in final["message"]
+    assert srv.proc.returncode == 0, out[-800:]
+    assert "stopped" in out and "Traceback" not in out and "Assertion" not in out
+
+
+# -- 6: one ipc path, one server -------------------------------------------------------------------
+def test_second_server_on_the_same_ipc_path_refuses(weights_path, tmp_path):
+    address = f"ipc://{tmp_path}/oldphoto.sock"
+    first = Server(ServerConfig(bind=address, **TEST_LIMITS), make_restorer(weights_path))
+    first.start()
+    try:
+        second = Server(ServerConfig(bind=address, **TEST_LIMITS), make_restorer(weights_path))
+        with pytest.raises(OSError, match="another server is listening"):
+            second.bind()
+        with Client(address) as cl:
+            assert cl.ping()["type"] == "ok"                   # the first one still has its path
+    finally:
+        first.stop()
+    again = Server(ServerConfig(bind=address, **TEST_LIMITS), make_restorer(weights_path))
+    again.start()                                            # a stale socket file is no obstacle
+    try:
+        with Client(address) as cl:
+            assert cl.ping()["type"] == "ok"
+    finally:
+        again.stop()
+
+
+# -- 7: fairness -----------------------------------------------------------------------------------
+def test_one_client_cannot_fill_the_queue(own_server):
+    srv = own_server(max_jobs_per_client=2)
+    with Client(srv.endpoint) as greedy, Client(srv.endpoint) as other:
+        rids = [_send_restore(greedy, random_image(5 + i, BIG, BIG, 3)) for i in range(3)]
+        _wait_for(greedy, rids[0], "accepted")
+        _wait_for(greedy, rids[1], "accepted")
+        third = _final(greedy, rids[2], 10)
+        assert third["code"] == proto.E_BUSY and "this connection" in third["message"]
+        rid = _send_restore(other, random_image(9, 16, 16, 3))
+        assert _wait_for(other, rid, "accepted")["ahead"] >= 1
+
+
+# -- 8: smaller items ------------------------------------------------------------------------------
+def test_a_req_socket_gets_an_error_instead_of_hanging(address):
+    reply = _ask(address, [pack({"v": 1, "op": "ping"})], socket_type=zmq.REQ)
+    assert reply["code"] == proto.E_SOCKET_TYPE and "DEALER" in reply["message"]
+
+
+def test_header_values_are_clipped_in_error_messages(address):
+    for header in ({"v": "9" * 60_000, "op": "ping"}, {"v": 1, "op": "x" * 60_000},
+                   {"v": 1, "op": "restore", "width": 2, "height": 2, "channels": 1, "mask": True,
+                    "mask_width": "w" * 30_000, "mask_height": "h" * 30_000}):
+        frames = [pack(header)] + ([bytes(4), bytes(3)] if header["op"] == "restore" else [])
+        reply = _ask(address, frames)
+        assert reply["type"] == "error" and len(reply["message"]) < 400, len(reply["message"])
+
+
+# -- remote use: CURVE -------------------------------------------------------------------------------
+@pytest.fixture()
+def curve_server(own_server, tmp_path):
+    return own_server(curve="on", key_dir=str(tmp_path / "keys"))
+
+
+def test_curve_right_key_works_and_wrong_or_missing_key_is_refused(curve_server, tmp_path, reference):
+    srv = curve_server
+    assert (tmp_path / "keys" / "server.key").is_file() and srv.public_key
+    img = random_image(10, 24, 20, 3)
+    for key in (srv.public_key, str(tmp_path / "keys" / "server.key")):    # the text or the file
+        with Client(srv.endpoint, server_key=key) as cl:
+            data, _ = cl.restore(img.tobytes(), 20, 24, 3)
+            assert cl.info()["curve"] is True
+        assert data == reference.restore(img).tobytes()
+    wrong = zmq.curve_keypair()[0].decode()
+    for key, says in ((wrong, "wrong"), (None, "requires encryption")):
+        with pytest.raises(SecurityError, match=says) as e:
+            with Client(srv.endpoint, server_key=key) as cl:
+                cl.ping(timeout=1.0)
+        assert e.value.code == proto.E_SECURITY
+    with pytest.raises(SecurityError, match="not a server public key"):
+        Client(srv.endpoint, server_key="not-a-key")
+
+
+class Tap:
+    """A TCP relay that keeps a copy of every byte from the client to the server."""
+
+    def __init__(self, target: str):
+        host, port = target.rsplit("//", 1)[1].rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "tcp://127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.seen = bytearray()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _pump(self, src, dst, keep):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if keep:
+                    self.seen += data
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            s = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(c, s, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, False), daemon=True).start()
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.mark.parametrize("curve", [False, True], ids=["plain-control", "curve"])
+def test_curve_traffic_is_not_readable(own_server, tmp_path, curve):
+    srv = own_server(curve="on" if curve else "off", key_dir=str(tmp_path / "keys"))
+    tap = Tap(srv.endpoint)
+    secret = b"PRIVATE-FAMILY-PHOTO" * 30                 # 600 bytes = 10 x 20 x 3 pixels
+    try:
+        with Client(tap.address, server_key=srv.public_key) as cl:
+            assert cl.echo(secret, 20, 10, 3) == secret
+    finally:
+        tap.close()
+    assert len(tap.seen) > len(secret)
+    assert (b"PRIVATE-FAMILY-PHOTO" in bytes(tap.seen)) is (not curve)
