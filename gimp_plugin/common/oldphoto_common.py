@@ -57,6 +57,9 @@ OPTIONS = (
      "Only when the server offers automatic scratch detection"),
     ("server_address", str, DEFAULT_ADDRESS, "Server address",
      "ZeroMQ address of the restoration server"),
+    ("server_key", str, "", "Server public key",
+     "Only for a server on another computer: the public key it printed at start-up "
+     "(leave empty on this computer)"),
 )
 DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
 
@@ -237,7 +240,16 @@ def detection_option(info):
     return None
 
 
-def server_status(address, timeout=1.0):
+def close_quietly(client):
+    """Close a client (or None), ignoring errors: by then the outcome is already decided."""
+    if client is not None:
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+def server_status(address, timeout=1.0, server_key=None):
     """Ask the server at ``address`` quickly what it offers, for the dialog. Returns
     (reachable, its scratch-detection option name or None, one line for the person);
     never raises (the dialog must open whatever happens)."""
@@ -248,17 +260,13 @@ def server_status(address, timeout=1.0):
                              "msgpack (pressing OK shows what to install).")
     client = None
     try:
-        client = cm.Client(address)
+        client = cm.Client(address, server_key=server_key or None)
         client.ping(timeout=timeout)
         info = client.info()
     except Exception:
         return False, None, "Server: no answer at %s. %s" % (address, start_hint(address))
     finally:
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+        close_quietly(client)
     device = info.get("device") if isinstance(info, dict) else None
     return (True, detection_option(info),
             "Server: ready at %s%s." % (address, " (%s)" % device if device else ""))
@@ -327,7 +335,7 @@ def run(host, options, client_module=None):
     client = None
     host.progress(0.0, "Contacting the restoration server...")
     try:
-        client = cm.Client(address)
+        client = cm.Client(address, server_key=opts["server_key"] or None)
         client.ping()
         if server_opts.pop("detect_scratches", False):
             key = detection_option(client.info())
@@ -345,11 +353,7 @@ def run(host, options, client_module=None):
     except Exception as e:   # every failure becomes a message; nothing was made yet
         raise describe_error(e, cm, address)
     finally:
-        if client is not None:
-            try:
-                client.close()
-            except Exception:
-                pass
+        close_quietly(client)
     if len(result) != rw * rh * c:
         raise PluginError("The server returned %d bytes, expected %d; the image is unchanged."
                           % (len(result), rw * rh * c), "error")
