@@ -10,7 +10,7 @@ from pathlib import Path
 from .config import Config, add_config_flags, resolve
 
 COMMANDS = {
-    "prepare-data": "fetch photos and textures into the cache, build the crop set",
+    "prepare-data": "fetch photos, textures and real old photos into the cache, build the crop set",
     "show-degradations": "write a PNG contact sheet of synthetic degradations",
     "vae-a": "train VAE_A (degraded + real old photos, latent domain alignment)",
     "vae-b": "train VAE_B (clean photos)",

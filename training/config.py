@@ -31,7 +31,11 @@ class DataConfig:
 
     cache_dir: str = field(default_factory=default_cache_dir)
     clean_dirs: list[str] = field(default_factory=list)   # extra folders of clean photos (domain Y)
-    real_dirs: list[str] = field(default_factory=list)    # real old photos (domain R)
+    real_dirs: list[str] = field(default_factory=list)    # real old photos (domain R); [] = <cache>/real
+    # where prepare-data copies the manifest's real old photos from before downloading them;
+    # "" = ../shared/real_old next to the checkout if it exists
+    real_source_dir: str = ""
+    real_manifest: str = ""        # TSV of real old photos (file, sha256, URL parts); "" = the shipped one
     eval_dir: str = ""             # folder of evaluation photos; "" = <cache>/eval
     synthetic: bool = False        # procedural images instead of photos (tests only)
     synthetic_count: int = 24
@@ -44,7 +48,8 @@ class DataConfig:
     sepia_prob: float = 0.15
     flip_prob: float = 0.5
     num_workers: int = 4           # a 256^2 sample takes ~0.1-0.2 s of CPU to synthesise
-    sources: list[str] = field(default_factory=lambda: ["debian", "pypi"])
+    # prepare-data's sources: debian | pypi | real (the manifest's real old photos, domain R)
+    sources: list[str] = field(default_factory=lambda: ["debian", "pypi", "real"])
 
 
 @dataclass

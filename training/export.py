@@ -12,6 +12,7 @@ from oldphoto_model.model import RestorationModel
 
 from .checkpoint import latest_checkpoint, read_checkpoint
 from .config import Config
+from .data.real_photos import domain_r_source
 
 
 def _modules(run_dir: Path, stage: str) -> dict:
@@ -35,7 +36,7 @@ def export(cfg: Config, out: str | Path | None = None, dtype: torch.dtype = torc
     model.mapping.load_state_dict(t["modules"]["mapping"])
     meta = {"trained_by": "python -m training", "preset": cfg.preset,
             "steps": {"vae-a": a["step"], "vae-b": b["step"], "mapping": t["step"]},
-            "data": {"synthetic": cfg.data.synthetic, "real_dirs": len(cfg.data.real_dirs) > 0},
+            "data": {"synthetic": cfg.data.synthetic, "real_dirs": bool(domain_r_source(cfg.data)[0])},
             "perceptual": cfg.loss.vgg_weights and "vgg19" or cfg.loss.perceptual_fallback,
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path = save_model(model, Path(out) if out else run / "weights.pt", meta, dtype)

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
 from .degradations import Textures, degrade
+from .real_photos import domain_r_source
 from .sources import crops_dir, is_flat, list_images
 
 
@@ -125,7 +126,8 @@ def _read(path: str) -> np.ndarray:
 
 
 class RealPool:
-    """Real old photos (domain R) from ``--data.real_dirs``: random crops at a random scale."""
+    """Real old photos (domain R) from ``--data.real_dirs`` or ``<cache>/real``: random
+    crops at a random scale."""
 
     def __init__(self, dirs: list[str], crop: int) -> None:
         self.paths = [p for d in dirs for p in list_images(d)]
@@ -135,7 +137,7 @@ class RealPool:
         return len(self.paths)
 
     def get(self, rng: np.random.Generator) -> np.ndarray:
-        im = Image.open(self.paths[int(rng.integers(len(self.paths)))]).convert("RGB")
+        im = _read_real(str(self.paths[int(rng.integers(len(self.paths)))]))
         target = int(rng.integers(self.crop, 2 * self.crop + 1))
         s = target / min(im.size)
         im = im.resize((max(self.crop, round(im.size[0] * s)), max(self.crop, round(im.size[1] * s))),
@@ -147,6 +149,13 @@ class RealPool:
             if not is_flat(c, 0.03):
                 break
         return c
+
+
+@functools.lru_cache(maxsize=64)
+def _read_real(path: str) -> Image.Image:
+    # decoding a ~1 MB scan took most of a domain-R sample's time; the decoded image is
+    # the same every time, so the crops (and their bits) do not change
+    return Image.open(path).convert("RGB")
 
 
 class TrainingSamples(Dataset):
@@ -163,7 +172,8 @@ class TrainingSamples(Dataset):
         self.defects = defects
         self.with_real = with_real
         self.pool = PhotoPool(cfg)
-        self.real = RealPool(cfg.data.real_dirs, cfg.data.crop) if cfg.data.real_dirs else None
+        real_dirs, _ = domain_r_source(cfg.data)
+        self.real = RealPool(real_dirs, cfg.data.crop) if real_dirs else None
         self.textures = textures if textures is not None else load_textures(cfg.data.cache_dir)
 
     def __len__(self) -> int:

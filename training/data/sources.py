@@ -8,6 +8,7 @@ Everything goes to the cache (``--data.cache_dir``, default ``$OLDPHOTO_CACHE`` 
     photos/         training photos, one file per photo
     eval/           evaluation photos (PNG), disjoint from training
     textures/       brushes/*.png (alpha scans) and papers/*.png (gray scans)
+    real/           real old photos (domain R) of the manifest, hash-checked (real_photos.py)
     crops/N/        the training set: N x N crops, flat ones dropped
 
 Every step is idempotent: existing files are kept.
@@ -349,6 +350,22 @@ def collect_eval_photos(cache: Path, report: Callable[[str], None] = _log) -> in
     return n
 
 
+def collect_real_photos(cfg: DataConfig, report: Callable[[str], None] = _log,
+                        base_url: str | None = None) -> int:
+    """The manifest's real old photos into ``<cache>/real`` (local folder first, then the
+    web); returns how many are there. ``base_url`` replaces raw.githubusercontent.com (tests)."""
+    from . import real_photos as rp
+    src = rp.source_dir_for(cfg)
+    manifest = cfg.real_manifest or rp.MANIFEST
+    res = rp.fetch_real_photos(cfg.cache_dir, manifest, src, base_url or rp.BASE_URL, report=report)
+    how = ", ".join(f"{n} {what}" for n, what in ((res.cached, "already there"), (res.copied, f"copied from {src}"),
+                                                  (res.downloaded, "downloaded"), (len(res.failed), "missing"))
+                    if n)
+    report(f"real old photos: {len(res.files)} of {len(res.files) + len(res.failed)} in {res.folder}"
+           + (f" ({how})" if how else ""))
+    return len(res.files)
+
+
 def build_crops(photo_files: list[Path], cfg: DataConfig, out: Path, seed: int,
                 report: Callable[[str], None] = _log) -> int:
     """Shrink each photo to a random short side, cut random crops, drop flat ones."""
@@ -405,12 +422,14 @@ def prepare_data(cfg: DataConfig, seed: int = 0, report: Callable[[str], None] =
     """Fetch photos and textures into the cache and build the crop set (idempotent)."""
     cache = Path(cfg.cache_dir)
     report(f"cache: {cache}")
-    counts = {"photos": 0, "brushes": 0, "papers": 0, "eval": 0}
+    counts = {"photos": 0, "brushes": 0, "papers": 0, "eval": 0, "real": 0}
     if "debian" in cfg.sources:
         counts["photos"] = collect_train_photos(cache, report)
         counts["brushes"], counts["papers"] = collect_textures(cache, report)
     if "pypi" in cfg.sources:
         counts["eval"] = collect_eval_photos(cache, report)
+    if "real" in cfg.sources:
+        counts["real"] = collect_real_photos(cfg, report)
     photos = list_images(cache / "photos") if (cache / "photos").is_dir() else []
     for d in cfg.clean_dirs:
         extra = list_images(d)

@@ -15,6 +15,7 @@ from oldphoto_model.archs import VAEDecoder, VAEEncoder
 
 from ..archs import LatentDiscriminator, MultiScaleDiscriminator
 from ..config import Config
+from ..data.real_photos import domain_r_source
 from ..dist import DistContext
 from ..losses import kl_reduced, lsgan
 from .common import (adam, autocast, build_perceptual, discriminator_loss, image_terms, linear_decay,
@@ -53,9 +54,7 @@ class VAEStage:
             self.d_lat = LatentDiscriminator(cfg.model.vae.latent_channels, cfg.disc.latent_ndf).to(dev)
             self.modules["d_lat"] = self.d_lat
             d_params += list(self.d_lat.parameters())
-            if not cfg.data.real_dirs:
-                log("domain R: no --data.real_dirs given -> stand-in: heavily aged synthetic photos "
-                    "(every ageing effect, structured defects); see docs/TRAINING.md")
+            log(domain_r_source(cfg.data)[1])     # which real old photos, or the stand-in
         self.opt_g = adam(self.vae.parameters(), cfg.optim.lr, cfg)
         self.opt_d = adam(d_params, cfg.optim.lr, cfg)
         self.optimizers = {"g": self.opt_g, "d": self.opt_d}
