@@ -97,7 +97,7 @@ def _interactive():
 
 
 def restore_old_photo(image, drawable, use_selection=True, restrict_to_selection=True,
-                      detect_scratches=False, server_address=common.DEFAULT_ADDRESS):
+                      detect_scratches=False, server_address=common.DEFAULT_ADDRESS, server_key=""):
     """The procedure. Errors: a message when run from the menu; an exception, which
     gimpfu turns into an error status carrying the message, when called by a script."""
     try:
@@ -110,7 +110,8 @@ def restore_old_photo(image, drawable, use_selection=True, restrict_to_selection
         gimp.progress_init(_native(common.TITLE))
         common.run(_Host(image, drawable), {
             "use_selection": use_selection, "restrict_to_selection": restrict_to_selection,
-            "detect_scratches": detect_scratches, "server_address": server_address})
+            "detect_scratches": detect_scratches, "server_address": server_address,
+            "server_key": server_key})
     except common.PluginError as e:
         if _interactive():
             if e.kind != "cancelled":

@@ -35,8 +35,9 @@ class ServerProcess:
     """``python -m server --bind ADDRESS --weights W --device cpu --precision fp32``."""
 
     def __init__(self, weights: Path, address: str | None = None, cwd: Path | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, server_key: str | None = None):
         self.extra_args = list(extra_args or [])
+        self.server_key = server_key     # a CURVE server's public key, for the readiness ping
         self.address = address or f"tcp://127.0.0.1:{free_port()}"
         self.weights = Path(weights)
         self.cwd = cwd
@@ -61,7 +62,7 @@ class ServerProcess:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited ({self.proc.returncode}): {self.output()[-1500:]}")
-            c = Client(self.address)
+            c = Client(self.address, server_key=self.server_key)
             try:
                 c.ping(timeout=1.0)
                 return self

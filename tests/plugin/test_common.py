@@ -215,4 +215,4 @@ def test_server_status_for_the_dialog(server, monkeypatch):
     ok, detection, line = common.server_status(dead, timeout=0.3)
     assert not ok and f"no answer at {dead}" in line and f"--bind {dead}" in line
     assert common.dialog_options(dead, status=(ok, detection, line)) == [
-        "use_selection", "restrict_to_selection", "server_address"]
+        "use_selection", "restrict_to_selection", "server_address", "server_key"]

@@ -87,7 +87,7 @@ def test_registration(gimp2):
     p = procs["python-fu-oldphoto-restore"]
     assert p["menu"] == "<Image>/Filters/Enhance" and p["label"].startswith("Restore Old Photo")
     assert [x[1] for x in p["params"]] == ["image", "drawable", "use_selection", "restrict_to_selection",
-                                           "detect_scratches", "server_address"]
+                                           "detect_scratches", "server_address", "server_key"]
     assert gimp2.gimpfu.state["main_called"]
     assert "INDEXED" not in p["imagetypes"]
 

@@ -135,7 +135,7 @@ class OldPhotoRestore(Gimp.PlugIn):
         GimpUi.init(common.PROCEDURE)
         dialog = GimpUi.ProcedureDialog.new(procedure, config, common.TITLE)
         address = config.get_property("server-address") or common.DEFAULT_ADDRESS
-        status = common.server_status(address)
+        status = common.server_status(address, server_key=config.get_property("server-key"))
         detection = status[1] is not None
         has_selection = not Gimp.Selection.is_empty(image)
 
