@@ -38,13 +38,6 @@ class ServerConfig:
         "largest msgpack header accepted"))
     max_jobs_per_client: int = field(default=2, metadata=_opt(
         "restore jobs one connection may have waiting or running; more answer 'busy'"))
-    max_peers: int = field(default=64, metadata=_opt(
-        "connections served at once; requests from further ones answer 'busy' and they are closed"))
-    idle_timeout: float = field(default=300.0, metadata=_opt(
-        "seconds after which a TCP connection that neither sends nor receives is closed"))
-    max_unread_bytes: int = field(default=0, metadata=_opt(
-        "bytes of replies one connection may leave unread before further large replies are "
-        "refused (0: three results at the pixel limit)"))
     shutdown_grace: float = field(default=10.0, metadata=_opt(
         "seconds shutdown waits for a running model step before exiting anyway"))
     allow_remote: bool = field(default=False, metadata=_opt(
@@ -58,10 +51,10 @@ class ServerConfig:
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work."""
-        for name in ("max_pixels", "max_side", "max_header_bytes", "max_jobs_per_client", "max_peers"):
+        for name in ("max_pixels", "max_side", "max_header_bytes", "max_jobs_per_client"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("queue_size", "max_unread_bytes", "shutdown_grace", "idle_timeout"):
+        for name in ("queue_size", "shutdown_grace"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.bind.startswith(("tcp://", "ipc://", "inproc://")):
@@ -83,11 +76,6 @@ class ServerConfig:
     def max_message_bytes(self) -> int:
         """Largest whole request: header, RGBA pixels and mask at the pixel limit."""
         return self.max_header_bytes + self.max_pixels * 5
-
-    @property
-    def unread_bytes_cap(self) -> int:
-        """Bytes of replies one connection may leave unread (max_unread_bytes, or its default)."""
-        return self.max_unread_bytes or 3 * self.max_frame_bytes
 
     @property
     def uses_curve(self) -> bool:
