@@ -4,13 +4,14 @@ from .config import AttentionOptions, MappingConfig, ModelConfig, VAEConfig
 from .device import select_device, select_precision
 from .errors import Cancelled, InputError, OldPhotoError, WeightsError
 from .model import RestorationModel, mask_to_latent
-from .pipeline import DEFAULT_MASK_THRESHOLD, Restorer, binarize_mask, restore
+from .pipeline import DEFAULT_MASK_THRESHOLD, LOW_MEMORY_ATTENTION, Restorer, RestoreOptions, binarize_mask, is_oom, restore
 from .weights import WeightsInfo, default_weights_path, load_model, save_model
 
 __version__ = "0.1.0"
 
 __all__ = ["AttentionOptions", "MappingConfig", "ModelConfig", "VAEConfig", "select_device",
            "select_precision", "Cancelled", "InputError", "OldPhotoError", "WeightsError",
-           "RestorationModel", "mask_to_latent", "DEFAULT_MASK_THRESHOLD", "Restorer",
+           "RestorationModel", "mask_to_latent", "DEFAULT_MASK_THRESHOLD", "Restorer", "RestoreOptions",
+           "LOW_MEMORY_ATTENTION", "is_oom",
            "binarize_mask", "restore", "WeightsInfo", "default_weights_path", "load_model",
            "save_model", "__version__"]

@@ -7,6 +7,16 @@ from torch import nn
 
 from .archs import MappingNetwork, VAEDecoder, VAEEncoder
 from .config import AttentionOptions, ModelConfig
+from .fill import fill_holes
+
+
+def prefill(x: torch.Tensor, defect: torch.Tensor | None) -> torch.Tensor:
+    """The encoder's input: x with its defect pixels replaced by a smooth fill from the
+    intact pixels around them (``fill.fill_holes``), so the scratch's own colour never
+    reaches the network. defect: (N, 1, H, W), 1 = defect, or None."""
+    if defect is None:
+        return x
+    return fill_holes(x, 1.0 - (defect > 0.5).to(x.dtype))
 
 
 def mask_to_latent(mask: torch.Tensor, scale: int) -> torch.Tensor:
@@ -30,10 +40,18 @@ class RestorationModel(nn.Module):
         self.mapping = MappingNetwork(config.mapping)
         self.decoder_b = VAEDecoder(config.vae)
 
+    def translate(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                  opts: AttentionOptions = AttentionOptions(), mapping: nn.Module | None = None) -> torch.Tensor:
+        """The restored latent T(E_A(prefill(x)), m). ``mapping`` replaces ``self.mapping``
+        (training passes its DDP wrapper)."""
+        z = self.encoder_a(prefill(x, mask))
+        m = None if mask is None else mask_to_latent(mask, self.config.multiple)
+        return (self.mapping if mapping is None else mapping)(z, m, opts)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 opts: AttentionOptions = AttentionOptions()) -> torch.Tensor:
         """x: (N, 3, H, W) in [-1, 1], H and W multiples of ``config.multiple``;
-        mask: (N, 1, H, W), 1 = defect, or None. Returns (N, 3, H, W) in [-1, 1]."""
-        z = self.encoder_a(x)
-        m = None if mask is None else mask_to_latent(mask, self.config.multiple)
-        return self.decoder_b(self.mapping(z, m, opts))
+        mask: (N, 1, H, W), 1 = defect, or None. Returns (N, 3, H, W) in [-1, 1].
+        The plain reference of the whole forward pass: the restore pipeline's lean
+        executor and the training stage both follow it (tests compare them)."""
+        return self.decoder_b(self.translate(x, mask, opts))

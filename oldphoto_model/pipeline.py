@@ -1,7 +1,15 @@
-"""The restore pipeline: numpy uint8 image (+ optional selection mask) in, same shape out."""
+"""The restore pipeline: numpy uint8 image (+ optional selection mask) in, same shape out.
+
+``Restorer.restore`` is the whole image contract that the server, the CLI, the
+evaluation and the tests all call: the mask rule (threshold, growth), the
+network (pre-fill, E_A, T with the partial nonlocal block, G_B, run by the lean
+executor), a low-memory retry after an out-of-memory error, the optional detail
+carry-over, and, for "only the selected area changes", the tone-matched blend.
+"""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -11,8 +19,9 @@ import torch.nn.functional as F
 from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
+from .fill import box_blur, smooth_offset
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
-from .model import RestorationModel, mask_to_latent
+from .model import RestorationModel, mask_to_latent, prefill
 
 #: Progress callback: (fraction done in [0, 1], stage name). It may raise (e.g.
 #: ``errors.Cancelled``) to stop the restore; the exception propagates unchanged.
@@ -26,6 +35,49 @@ DEFAULT_MASK_THRESHOLD = 128
 MIN_SIDE = 16
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+#: Attention settings of the low-memory retry after an out-of-memory error:
+#: small score-matrix chunks and small tiles (same result up to rounding).
+LOW_MEMORY_ATTENTION = AttentionOptions(backend="chunked", hole_only=True, chunk_elements=1 << 20, tile=16)
+
+_OOM_TYPES: tuple[type, ...] = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
+
+
+def is_oom(e: BaseException) -> bool:
+    """CUDA/CPU allocation failure, whatever type the backend used for it."""
+    return isinstance(e, _OOM_TYPES) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What a person chooses for one restore (the plug-ins' and the CLI's options).
+
+    ``mask_threshold``: selection values >= this are defects (128 = GIMP's outline).
+    ``grow``: the defect mask is grown by this many pixels first (selections drawn
+    tight leave a scratch's soft edge outside).
+    ``restrict_to_mask``: only the selected pixels change (a feathered selection
+    blends); needs a mask.
+    ``match_tone``: with ``restrict_to_mask``, the fill takes the tone and colour of
+    the unrestored surroundings (the low-frequency difference between the photo and
+    the restored result, measured around the selection, is added inside it), so no
+    tinted patch or seam appears.
+    ``detail``: 0..1, how much of the photo's own fine detail (above its noise level)
+    is carried into the result outside the mask.
+    """
+
+    mask_threshold: int = DEFAULT_MASK_THRESHOLD
+    grow: int = 1
+    restrict_to_mask: bool = False
+    match_tone: bool = True
+    detail: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= int(self.mask_threshold) <= 255:
+            raise InputError(f"mask_threshold must be in 0..255, got {self.mask_threshold}")
+        if not 0 <= int(self.grow) <= 64:
+            raise InputError(f"grow must be in 0..64 pixels, got {self.grow}")
+        if not 0.0 <= float(self.detail) <= 1.0:
+            raise InputError(f"detail must be in 0..1, got {self.detail}")
 
 
 def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -105,7 +157,10 @@ class Restorer:
             report(lo, name)
             return lean_forward(module, t, self.band_elements, tick)
 
-        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device)
+        if defect is not None:
+            x = prefill(x, defect.to(self.device))
+        x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             z = stage(m.encoder_a.net, x, 0.0, 0.15, "encode")
             del x
@@ -126,13 +181,41 @@ class Restorer:
         report(1.0, "done")
         return y.float()
 
+    def _network(self, x: torch.Tensor, defect: Optional[torch.Tensor],
+                 progress: Optional[Progress]) -> tuple[torch.Tensor, bool]:
+        """``restore_tensor`` with one low-memory retry after an out-of-memory error.
+        Returns (result, whether the low-memory path ran)."""
+        try:
+            return self.restore_tensor(x, defect, progress), False
+        except Exception as e:
+            if not is_oom(e):
+                raise
+        # retried outside the except block, so the failed attempt's tensors (held by
+        # the traceback) are freed first
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if progress is not None:
+            progress(0.0, "low-memory retry")
+        saved, self.attention = self.attention, LOW_MEMORY_ATTENTION
+        try:
+            return self.restore_tensor(x, defect, progress), True
+        finally:
+            self.attention = saved
+
     def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
-                mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+                options: RestoreOptions = RestoreOptions(),
                 progress: Optional[Progress] = None) -> np.ndarray:
         """Restore a uint8 image (HxW, HxWx1 gray, HxWx2 gray+alpha, HxWx3 RGB,
-        HxWx4 RGBA). ``mask`` (uint8 HxW, 255 = defect) marks scratches to inpaint;
-        values >= ``mask_threshold`` count as defects. Returns the same shape and
-        dtype: gray stays gray (ITU-R 601 luma of the result), alpha is copied."""
+        HxWx4 RGBA). ``mask`` (uint8 HxW, 255 = defect) marks scratches to inpaint
+        (``options`` says how it is read and whether only it changes). Returns the
+        same shape and dtype: gray stays gray (ITU-R 601 luma of the result), alpha
+        is copied."""
+        return self.restore_with_info(image, mask, options, progress)[0]
+
+    def restore_with_info(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
+                          options: RestoreOptions = RestoreOptions(),
+                          progress: Optional[Progress] = None) -> tuple[np.ndarray, dict]:
+        """``restore`` plus facts about the run: ``{"low_memory": bool}``."""
         orig_shape = np.shape(image)
         image, mask = _check(image, mask)
         h, w, c = image.shape
@@ -141,14 +224,21 @@ class Restorer:
         color = np.ascontiguousarray(color) if color.flags.writeable else np.array(color)
         x = torch.from_numpy(color).permute(2, 0, 1)[None].float() / 127.5 - 1.0
         ph, pw = _pad_amounts(h, self.multiple), _pad_amounts(w, self.multiple)
-        x = _pad(x, ph, pw)
         defect = None
         if mask is not None:
-            binary = binarize_mask(mask, mask_threshold)
-            if binary.any():
-                defect = _pad(torch.from_numpy(binary)[None, None].float(), ph, pw)
-        y = self.restore_tensor(x, defect, progress)[0, :, :h, :w]
-        rgb = ((y.permute(1, 2, 0).cpu().numpy() + 1.0) * 127.5)
+            binary = torch.from_numpy(binarize_mask(mask, options.mask_threshold))[None, None].float()
+            if options.grow > 0 and bool(binary.any()):
+                binary = F.max_pool2d(binary, 2 * options.grow + 1, stride=1, padding=options.grow)
+            if bool(binary.any()):
+                defect = binary
+        y, low_memory = self._network(_pad(x, ph, pw), None if defect is None else _pad(defect, ph, pw),
+                                      progress)
+        y = y[:, :, :h, :w].cpu()
+        if options.detail > 0:
+            y = y + options.detail * carried_detail(x, defect)
+        if options.restrict_to_mask and mask is not None:
+            y = blend_into(x, y, mask, defect, options.match_tone)
+        rgb = ((y[0].permute(1, 2, 0).numpy() + 1.0) * 127.5)
         if c >= 3:
             out_color = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
         else:
@@ -158,13 +248,39 @@ class Restorer:
         out[:, :, :nc] = out_color
         if c in (2, 4):
             out[:, :, nc:] = image[:, :, nc:]   # alpha untouched
-        return out.reshape(orig_shape)
+        return out.reshape(orig_shape), {"low_memory": low_memory}
+
+
+def carried_detail(x: torch.Tensor, defect: Optional[torch.Tensor], radius: int = 2) -> torch.Tensor:
+    """The photo's fine detail that stands above its noise: x minus a (2r+1)² box blur,
+    soft-thresholded at 2.5 x the detail's robust spread (MAD), zero on and next to
+    defects (a scratch is not detail)."""
+    d = x - box_blur(box_blur(x, radius), radius)
+    tau = 2.5 * 1.4826 * float(d.abs().flatten().median())
+    d = torch.sign(d) * (d.abs() - tau).clamp_min(0)
+    if defect is not None:
+        d = d * (1 - F.max_pool2d(defect, 2 * radius + 1, stride=1, padding=radius))
+    return d
+
+
+def blend_into(x: torch.Tensor, y: torch.Tensor, mask: np.ndarray, defect: Optional[torch.Tensor],
+               match_tone: bool) -> torch.Tensor:
+    """"Only the selected area changes": x * (1 - a) + y' * a, where a is the
+    selection (mask / 255, so feathering blends; a grown defect counts fully) and y'
+    is the restored y, shifted by ``smooth_offset`` to continue the unrestored
+    surroundings' tone when ``match_tone``."""
+    a = torch.from_numpy(np.asarray(mask, np.float32) / 255.0)[None, None]
+    if defect is not None:
+        a = torch.maximum(a, defect)
+        if match_tone:
+            y = y + smooth_offset(x, y, 1 - defect)
+    return x + (y - x) * a
 
 
 def restore(image: np.ndarray, mask: Optional[np.ndarray] = None, *, model: RestorationModel,
             device: str | torch.device = "auto", precision: str = "auto",
-            mask_threshold: int = DEFAULT_MASK_THRESHOLD,
+            options: RestoreOptions = RestoreOptions(),
             progress: Optional[Progress] = None,
             attention: AttentionOptions = AttentionOptions()) -> np.ndarray:
     """One-call restore; see ``Restorer.restore``. For many photos keep a ``Restorer``."""
-    return Restorer(model, device, precision, attention).restore(image, mask, mask_threshold, progress)
+    return Restorer(model, device, precision, attention).restore(image, mask, options, progress)

@@ -12,6 +12,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from oldphoto_model import InputError, RestoreOptions
+
 from .wire import (DTYPE_U8, E_BAD_OPTION, E_FRAME_COUNT, E_MALFORMED, E_MASK_SHAPE,
                    E_SIZE_MISMATCH, E_TOO_LARGE, E_UNKNOWN_OP, E_UNSUPPORTED, E_VERSION, MAX_FRAMES, MAX_ID_LEN,
                    OP_CANCEL, OP_ECHO, OP_INFO, OP_PING, OP_RESTORE, OPS, PROTOCOL_VERSION, T_ERROR,
@@ -19,10 +21,17 @@ from .wire import (DTYPE_U8, E_BAD_OPTION, E_FRAME_COUNT, E_MALFORMED, E_MASK_SH
 from .config import ServerConfig
 
 #: Options a restore accepts: name -> (type, default, description). Sent in ``info``.
+#: The defaults are the model package's (``RestoreOptions``), which also checks ranges.
+_DEFAULTS = RestoreOptions()
 OPTIONS: dict[str, tuple[type, Any, str]] = {
-    "mask_threshold": (int, 128, "mask values >= this (1..255) count as defects"),
-    "restrict_to_mask": (bool, False, "blend the result into the original with the soft "
-                                      "mask, so only the selection changes"),
+    "mask_threshold": (int, _DEFAULTS.mask_threshold, "mask values >= this (1..255) count as defects"),
+    "restrict_to_mask": (bool, _DEFAULTS.restrict_to_mask, "blend the result into the original with the soft "
+                                                          "mask, so only the selection changes"),
+    "grow": (int, _DEFAULTS.grow, "grow the defect mask by this many pixels (0..64) before restoring"),
+    "match_tone": (bool, _DEFAULTS.match_tone, "with restrict_to_mask: the fill takes the tone of the "
+                                               "unrestored surroundings (no tinted patch or seam)"),
+    "detail": (float, _DEFAULTS.detail, "0..1: how much of the photo's own fine detail is kept "
+                                        "outside the mask"),
 }
 
 
@@ -93,9 +102,17 @@ def _options(raw: Any, rid: Any) -> dict[str, Any]:
             raise ProtocolError(E_BAD_OPTION, f"option '{k}' must be an integer", rid)
         if typ is bool and not isinstance(v, bool):
             raise ProtocolError(E_BAD_OPTION, f"option '{k}' must be true or false", rid)
+        if typ is float:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+                raise ProtocolError(E_BAD_OPTION, f"option '{k}' must be a number", rid)
+            v = float(v)
         out[k] = v
     if not 1 <= out["mask_threshold"] <= 255:
         raise ProtocolError(E_BAD_OPTION, f"mask_threshold must be in 1..255, got {out['mask_threshold']}", rid)
+    try:
+        RestoreOptions(**out)
+    except InputError as e:
+        raise ProtocolError(E_BAD_OPTION, str(e), rid) from None
     return out
 
 

@@ -18,28 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import torch
 import zmq
 
-from oldphoto_model import DEFAULT_MASK_THRESHOLD, AttentionOptions, Cancelled, InputError, Restorer
+from oldphoto_model import Cancelled, InputError, Restorer, RestoreOptions, is_oom
 from oldphoto_model.pipeline import Progress
 
 from . import protocol
 from .wire import E_CANCELLED, E_INTERNAL, E_OOM, E_UNSUPPORTED, T_OK, T_PROGRESS
 
 log = logging.getLogger("oldphoto.server")
-
-_OOM_TYPES: tuple[type, ...] = (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))
-
-#: Attention settings of the low-memory retry after an out-of-memory error:
-#: small score-matrix chunks and small tiles (same result up to rounding).
-LOW_MEMORY_ATTENTION = AttentionOptions(backend="chunked", hole_only=True, chunk_elements=1 << 20, tile=16)
-
-
-def is_oom(e: BaseException) -> bool:
-    """CUDA/CPU allocation failure, whatever type the backend used for it."""
-    return isinstance(e, _OOM_TYPES) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
-
 
 class Busy(Exception):
     """The queue is full, or the client has as many jobs as it may; the message says which."""
@@ -236,38 +223,7 @@ class Worker(threading.Thread):
 def restore_image(restorer: Restorer, image: np.ndarray, mask: Optional[np.ndarray],
                   options: dict[str, Any], progress: Optional[Progress] = None) -> tuple[np.ndarray, bool]:
     """What a restore job computes, shared by the worker and ``restore --in-process``:
-    the pipeline, a low-memory retry after an out-of-memory error, and the
-    ``restrict_to_mask`` blend. Returns (result, whether the low-memory path ran)."""
-    threshold = options.get("mask_threshold", DEFAULT_MASK_THRESHOLD)
-    out, low_memory = None, False
-    try:
-        out = restorer.restore(image, mask, threshold, progress)
-    except Exception as e:
-        if not is_oom(e):
-            raise
-        low_memory = True
-    if low_memory:
-        # retried outside the except block, so the failed attempt's tensors
-        # (held by the traceback) are freed first
-        if restorer.device.type == "cuda":
-            torch.cuda.empty_cache()
-        if progress is not None:
-            progress(0.0, "low-memory retry")
-        saved = restorer.attention
-        restorer.attention = LOW_MEMORY_ATTENTION
-        try:
-            out = restorer.restore(image, mask, threshold, progress)
-        finally:
-            restorer.attention = saved
-    if options.get("restrict_to_mask") and mask is not None:
-        out = blend(image, out, mask)
-    return np.ascontiguousarray(out), low_memory
-
-
-def blend(original: np.ndarray, restored: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """original * (1 - a) + restored * a with a = mask / 255 (a feathered selection
-    blends smoothly; 0 keeps the original exactly, 255 takes the result)."""
-    a = mask.astype(np.float32)[..., None] / 255.0
-    o = original.reshape(restored.shape[0], restored.shape[1], -1).astype(np.float32)
-    r = restored.reshape(o.shape).astype(np.float32)
-    return np.clip(np.rint(o + (r - o) * a), 0, 255).astype(np.uint8).reshape(restored.shape)
+    the model package's whole restore contract with the request's options. Returns
+    (result, whether the low-memory path ran)."""
+    out, info = restorer.restore_with_info(image, mask, RestoreOptions(**options), progress)
+    return np.ascontiguousarray(out), info["low_memory"]

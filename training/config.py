@@ -152,6 +152,14 @@ class EvalConfig:
     telea_radius: int = 5
     grid_photos: int = 4           # rows of the small side-by-side grid (grid_small.png)
     grid_crop: int = 160           # its crops, taken around each mask's centre, at full resolution
+    precision: str = "auto"        # the product's default (bf16 on CPUs with bf16 instructions)
+    ablations: bool = False        # also the restore options' ablation rows (docs/MODEL.md)
+    real_dir: str = ""             # real old photos for the contact sheets; "" = ../shared/real_old if present
+    real_max_side: int = 512
+    real_photos: int = 0           # 0 = all
+    recipe_telea_radius: int = 3   # the classical hand recipe: Telea r3 + non-local means h5 + stretch
+    recipe_nlm_h: float = 5.0
+    recipe_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
 
 
 @dataclass
@@ -206,24 +214,29 @@ def _cpu() -> Config:
     trained in about 1.5 hours on a 2-core CPU. The image discriminators are off (they cost
     half of every step and need far more steps than this to help); the mapping gets a
     pixel L1 on the decoded image in place of the perceptual term (no VGG19 weights here);
-    the networks have no instance norm."""
+    the networks have no instance norm; the VAEs decode h + N(0, 0.1²) with a KL weight of
+    0.01, so the latent keeps the detail a sharp restoration needs."""
     c = _small()
     c.preset = "cpu"
     # without instance norm: IN erases each crop's tone and colour, which the VAEs then
     # could not reconstruct in this budget (L1 0.30 vs 0.15 after 200 steps, docs/MODEL.md)
     c.model = ModelConfig(vae=dataclasses.replace(c.model.vae, norm="none"),
                           mapping=dataclasses.replace(c.model.mapping, norm="none"))
+    # the paper's sigma 1 / KL 1 left the decoder a ~22 dB ceiling (G_B(E_B(y)), flat after
+    # 1,000 steps); sigma 0.1 / KL 0.01 passes 24 dB by step 700 and keeps rising
+    c.loss.latent_noise = 0.1
+    c.loss.kl = 0.01
     c.loss.image_gan = 0.0
     c.loss.feat_match = 0.0
-    c.loss.image_l1 = 10.0
+    c.loss.image_l1 = 20.0
     c.optim.lr_mapping_g = 2e-4
-    c.vae_a = StageConfig(steps=1300, batch_size=8)
-    c.vae_b = StageConfig(steps=2600, batch_size=8)
+    c.vae_a = StageConfig(steps=700, batch_size=8)
+    c.vae_b = StageConfig(steps=1500, batch_size=8)
     c.mapping = StageConfig(steps=3000, batch_size=8)
     c.train.run_dir = "runs/cpu"
     c.train.log_every = 25
-    c.train.ckpt_every = 200
-    c.train.sample_every = 700
+    c.train.ckpt_every = 100
+    c.train.sample_every = 300
     return c
 
 
@@ -250,6 +263,8 @@ def _smoke() -> Config:
     c.train.threads = 1
     c.eval.max_side = 64
     c.eval.photos = 2
+    c.eval.real_photos = 2
+    c.eval.real_max_side = 64
     return c
 
 

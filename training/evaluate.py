@@ -1,65 +1,41 @@
-"""``evaluate``: restore the evaluation photos (DESIGN.md §5) degraded with fixed seeds.
+"""``evaluate``: restore the evaluation photos degraded with fixed seeds, through the
+product's own restore path (``Restorer.restore`` with the plug-in's options).
 
-Reports PSNR and SSIM over the photo and PSNR inside the scratch mask for the
-model, the degraded input, and OpenCV's Telea inpainting of the input (when
-opencv-python-headless is installed). Writes ``eval/results.csv``, ``eval/results.md``,
-``eval/grid.png`` and ``eval/grid_small.png`` (crops around the defects of the first
-photos: the one docs/ shows).
+Rows: the degraded input, OpenCV's Telea inpainting, the classical hand recipe
+(``classical.hand_recipe``), the model on the whole photo and the model with "only
+the selection changes" (the plug-in's default with a selection); with
+``--eval.ablations`` also the restore options one at a time. Columns: PSNR, SSIM,
+PSNR inside the defect mask, edge sharpness (``metrics.edge_sharpness``) and the
+fill's tone offset to its surroundings (``metrics.fill_delta``).
+
+Writes ``eval/results.csv``, ``eval/results.md``, ``eval/grid.png`` and
+``eval/grid_small.png`` (crops around the defects), and, when the real old photos
+are found, ``eval/real_sheet.jpg`` (input | restored) and ``eval/real_masked.jpg``
+(the photos with scratch masks kept in ``bench/real_masks/``).
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from oldphoto_model import Restorer, load_model
+from oldphoto_model import Restorer, RestoreOptions, load_model
 
+from .classical import hand_recipe, opencv, telea
 from .config import Config
 from .data.dataset import load_textures, synthetic_photos
-from .data.degradations import degrade
+from .data.degradations import add_defects, degrade
 from .data.sources import list_images
 from .logger import save_grid
+from .metrics import edge_sharpness, fill_delta, psnr, ssim
 
-
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR in dB of uint8 images, over all pixels or those where ``mask`` is True."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    if mask is not None:
-        if not mask.any():
-            return float("nan")
-        d = d[mask]
-    mse = d.mean()
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM (Gaussian window 11, sigma 1.5, constants of Wang et al.), averaged over channels."""
-    x = torch.from_numpy(a.astype(np.float64)).permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(b.astype(np.float64)).permute(2, 0, 1)[:, None]
-    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    win = (g[:, None] * g[None, :])[None, None]
-
-    def f(t):
-        return F.conv2d(t, win)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = f(x), f(y)
-    sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
-    return float(s.mean())
-
-
-def telea(img: np.ndarray, mask: np.ndarray, radius: int) -> np.ndarray | None:
-    """OpenCV's Telea inpainting, or None without opencv."""
-    try:
-        import cv2
-    except ImportError:
-        return None
-    return cv2.inpaint(img, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+REPO = Path(__file__).resolve().parent.parent
+REAL_MASKS = REPO / "bench" / "real_masks"
+COLUMNS = ("psnr", "ssim", "psnr_mask", "sharpness", "fill_delta")
 
 
 def eval_photos(cfg: Config) -> list[tuple[str, np.ndarray]]:
@@ -73,13 +49,42 @@ def eval_photos(cfg: Config) -> list[tuple[str, np.ndarray]]:
         raise FileNotFoundError(f"no evaluation photos in {folder}: run `python -m training prepare-data`")
     if cfg.eval.photos:
         paths = paths[:cfg.eval.photos]
-    out = []
-    for p in paths:
-        im = Image.open(p).convert("RGB")
-        s = min(1.0, cfg.eval.max_side / max(im.size))
+    return [(p.stem, load_photo(p, cfg.eval.max_side)) for p in paths]
+
+
+def load_photo(path: Path, max_side: int) -> np.ndarray:
+    """RGB uint8, shrunk (Lanczos) so that its long side is at most ``max_side``."""
+    im = Image.open(path).convert("RGB")
+    s = min(1.0, max_side / max(im.size))
+    if s < 1.0:
         im = im.resize((max(16, round(im.size[0] * s)), max(16, round(im.size[1] * s))), Image.LANCZOS)
-        out.append((p.stem, np.asarray(im)))
-    return out
+    return np.asarray(im)
+
+
+def methods(cfg: Config, restorer: Restorer) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray | None]]:
+    """name -> f(degraded, bool mask) -> result (None: unavailable)."""
+    E = cfg.eval
+    full, sel = RestoreOptions(), RestoreOptions(restrict_to_mask=True)
+
+    def model(opts: RestoreOptions):
+        return lambda img, mask: restorer.restore(img, mask.astype(np.uint8) * 255, opts)
+    rows: dict[str, Callable] = {
+        "degraded input": lambda img, mask: img,
+        f"OpenCV Telea (r{E.telea_radius})": lambda img, mask: telea(img, mask, E.telea_radius),
+        f"hand recipe (Telea r{E.recipe_telea_radius} + NLM h{E.recipe_nlm_h:g} + stretch)":
+            lambda img, mask: hand_recipe(img, mask, E.recipe_telea_radius, E.recipe_nlm_h, E.recipe_percentiles),
+        "model, whole photo": model(full),
+        "model, only the selection changes": model(sel),
+    }
+    if E.ablations:
+        for label, opts in (("whole photo, grow 0", dataclasses.replace(full, grow=0)),
+                            ("whole photo, grow 3", dataclasses.replace(full, grow=3)),
+                            ("whole photo, detail 0.5", dataclasses.replace(full, detail=0.5)),
+                            ("whole photo, detail 1", dataclasses.replace(full, detail=1.0)),
+                            ("selection, tone matching off", dataclasses.replace(sel, match_tone=False)),
+                            ("selection, grow 0", dataclasses.replace(sel, grow=0))):
+            rows[f"model, {label}"] = model(opts)
+    return rows
 
 
 def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path | None = None) -> list[dict]:
@@ -87,51 +92,60 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     weights = Path(weights or Path(cfg.train.run_dir) / "weights.pt")
     out = Path(out_dir or Path(cfg.train.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    restorer = Restorer(load_model(weights), cfg.train.device, "fp32")
+    restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision)
+    if opencv() is None:
+        print("evaluate: OpenCV is not installed (pip install opencv-python-headless): "
+              "the Telea and hand-recipe rows are left out")
     textures = load_textures(cfg.data.cache_dir)
+    table = methods(cfg, restorer)
     rows, grid = [], []
     for i, (name, clean) in enumerate(eval_photos(cfg)):
         # fixed seed per photo; always with defects so the in-mask PSNR is defined
         degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True)
         if not mask.any():
-            from .data.degradations import add_defects
             degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
-        restored = restorer.restore(degraded, mask.astype(np.uint8) * 255)
-        # what the plug-in hands back by default when the defects are selected: the model's
-        # pixels inside the selection, the photo's own outside it
-        kept = np.where(mask[..., None], restored, degraded)
-        candidates = {"degraded input": degraded, "model": restored, "model, outside the mask kept": kept}
-        inpainted = telea(degraded, mask, cfg.eval.telea_radius)
-        if inpainted is not None:
-            candidates["opencv telea"] = inpainted
-        for method, im in candidates.items():
+        results = {m: f(degraded, mask) for m, f in table.items()}
+        for method, im in results.items():
+            if im is None:
+                continue
             rows.append({"photo": name, "method": method, "psnr": psnr(im, clean), "ssim": ssim(im, clean),
-                         "psnr_mask": psnr(im, clean, mask), "mask_share": float(mask.mean())})
+                         "psnr_mask": psnr(im, clean, mask), "sharpness": edge_sharpness(im, clean, mask),
+                         "fill_delta": fill_delta(im, mask), "mask_share": float(mask.mean())})
         grid.append([degraded, np.repeat(mask[..., None].astype(np.uint8) * 255, 3, -1)]
-                    + ([inpainted] if inpainted is not None else []) + [restored, clean])
+                    + [r for r in list(results.values())[1:5] if r is not None] + [clean])
+        print(f"evaluate: {i + 1} {name}", flush=True)
+    labels = ["degraded", "mask"] + [m for m, r in list(results.items())[1:5] if r is not None] + ["clean"]
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = ["| method | PSNR (dB) | SSIM | PSNR in mask (dB) |", "|---|---|---|---|"]
-    for m in methods:
-        rs = [r for r in rows if r["method"] == m]
-        lines.append(f"| {m} | {np.mean([r['psnr'] for r in rs]):.2f} | {np.mean([r['ssim'] for r in rs]):.3f} "
-                     f"| {np.nanmean([r['psnr_mask'] for r in rs]):.2f} |")
-    table = "\n".join(lines)
-    (out / "results.md").write_text(f"weights: {weights}\nphotos: {len(grid)}, seed {cfg.eval.seed}\n\n{table}\n")
-    print(table)
-    # the grid wants equal sizes: centre-crop every photo to the smallest
+    table_md = summary(rows)
+    (out / "results.md").write_text(f"weights: {weights}\nphotos: {len(grid)}, seed {cfg.eval.seed}, "
+                                    f"precision {cfg.eval.precision}\n\n{table_md}\n")
+    print(table_md)
+    # the grid wants equal sizes: crop every photo to the smallest
     hh = min(r[0].shape[0] for r in grid)
     ww = min(r[0].shape[1] for r in grid)
-    save_grid([[im[:hh, :ww] for im in r] for r in grid], out / "grid.png")
+    save_grid([[im[:hh, :ww] for im in r] for r in grid], out / "grid.png", labels=labels)
     small = []
     for row in grid[:cfg.eval.grid_photos]:            # row[1] is the mask, as RGB
         y, x, c = crop_around_mask(row[1][..., 0] > 0, cfg.eval.grid_crop)
         small.append([im[y:y + c, x:x + c] for im in row])
-    save_grid(small, out / "grid_small.png")
+    save_grid(small, out / "grid_small.png", labels=labels)
+    real_sheets(cfg, restorer, out)
     return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """The mean of every column per method, as a Markdown table."""
+    lines = ["| method | PSNR (dB) | SSIM | PSNR in mask (dB) | edge sharpness | fill Δ (levels) |",
+             "|---|---|---|---|---|---|"]
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == m]
+        v = {k: np.nanmean([r[k] for r in rs]) for k in COLUMNS}
+        lines.append(f"| {m} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['psnr_mask']:.2f} | {v['sharpness']:.3f} "
+                     f"| {v['fill_delta']:.2f} |")
+    return "\n".join(lines)
 
 
 def crop_around_mask(mask: np.ndarray, size: int) -> tuple[int, int, int]:
@@ -142,3 +156,72 @@ def crop_around_mask(mask: np.ndarray, size: int) -> tuple[int, int, int]:
     y = int(np.clip(np.mean(ys) - c // 2, 0, h - c))
     x = int(np.clip(np.mean(xs) - c // 2, 0, w - c))
     return y, x, c
+
+
+# ------------------------------------------------------------------ real old photos
+
+def real_dir(cfg: Config) -> Path | None:
+    """``eval.real_dir``, else the real old photos next to the checkout (``../shared/real_old``)."""
+    for cand in ([cfg.eval.real_dir] if cfg.eval.real_dir else []) + [str(REPO.parent / "shared" / "real_old")]:
+        if Path(cand).is_dir() and list_images(cand):
+            return Path(cand)
+    return None
+
+
+def _cell(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` fitted into a white ``side``² square."""
+    im = Image.fromarray(img)
+    s = side / max(im.size)
+    im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.LANCZOS)
+    cell = Image.new("RGB", (side, side), "white")
+    cell.paste(im, ((side - im.size[0]) // 2, (side - im.size[1]) // 2))
+    return np.asarray(cell)
+
+
+def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The mask in red over the photo."""
+    out = img.copy()
+    out[mask] = (0.4 * out[mask] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+    return out
+
+
+def real_sheets(cfg: Config, restorer: Restorer, out: Path, cell: int = 256) -> None:
+    """Contact sheets of the real old photos: ``real_sheet.jpg`` (input | restored, whole
+    photo, no mask) and ``real_masked.jpg`` (input | mask | only the selection changes |
+    whole photo) for the photos that have a mask in ``bench/real_masks/``; the full-size
+    results go to ``real/``."""
+    folder = real_dir(cfg)
+    if folder is None:
+        print("evaluate: no real old photos found (--eval.real_dir): no real-photo sheets")
+        return
+    full_dir = out / "real"
+    full_dir.mkdir(exist_ok=True)
+    pairs, masked = [], []
+    paths = list_images(folder)
+    for p in paths[:cfg.eval.real_photos or len(paths)]:
+        img = load_photo(p, cfg.eval.real_max_side)
+        res = restorer.restore(img)
+        Image.fromarray(np.concatenate([img, res], 1)).save(full_dir / f"{p.stem}.jpg", quality=92)
+        pairs += [_cell(img, cell), _cell(res, cell)]
+        mpath = REAL_MASKS / f"{p.stem}.png"
+        if mpath.is_file():
+            m = np.asarray(Image.open(mpath).convert("L").resize(img.shape[1::-1], Image.NEAREST)) >= 128
+            sel = restorer.restore(img, m.astype(np.uint8) * 255, RestoreOptions(restrict_to_mask=True))
+            whole = restorer.restore(img, m.astype(np.uint8) * 255)
+            Image.fromarray(np.concatenate([img, sel, whole], 1)).save(full_dir / f"{p.stem}_masked.jpg",
+                                                                         quality=92)
+            masked.append([_cell(x, 2 * cell) for x in (img, overlay(img, m), sel, whole)])
+    per_row = 6
+    rows = [pairs[i:i + per_row] for i in range(0, len(pairs), per_row)]
+    rows[-1] += [np.full_like(pairs[0], 255)] * (per_row - len(rows[-1]))
+    save_grid(rows, out / "real_sheet.png", labels=["scan", "restored"] * (per_row // 2))
+    _to_jpeg(out / "real_sheet.png")
+    if masked:
+        save_grid(masked, out / "real_masked.png",
+                  labels=["scan", "scratch mask", "only the selection changes", "whole photo"])
+        _to_jpeg(out / "real_masked.png")
+
+
+def _to_jpeg(png: Path) -> None:
+    Image.open(png).convert("RGB").save(png.with_suffix(".jpg"), quality=85)
+    png.unlink()

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto_model import InputError, MappingConfig, ModelConfig, Restorer, VAEConfig, binarize_mask, restore
+from oldphoto_model import (InputError, MappingConfig, ModelConfig, Restorer, RestoreOptions, VAEConfig,
+                            binarize_mask, restore)
 from oldphoto_model.pipeline import _LUMA
 
 from ..conftest import random_model
@@ -138,7 +139,8 @@ def test_pipeline_equals_plain_model_forward(norm):
                                      mapping=MappingConfig(latent_channels=8, width=16, norm=norm)))
     img = _img((52, 44, 3), 7)
     mask = _scratch(52, 44)
-    out = Restorer(model, device="cpu", precision="fp32", band_elements=2000).restore(img, mask)
+    out = Restorer(model, device="cpu", precision="fp32", band_elements=2000).restore(
+        img, mask, RestoreOptions(grow=0))
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
     m = torch.from_numpy(mask >= 128)[None, None].float()
     with torch.no_grad():

@@ -163,10 +163,10 @@ class OOMOnce(Restorer):
 
     always = False
 
-    def restore(self, *a, **kw):
+    def restore_tensor(self, *a, **kw):
         if self.always or self.attention.chunk_elements > (1 << 20):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-        return super().restore(*a, **kw)
+        return super().restore_tensor(*a, **kw)
 
 
 @pytest.mark.parametrize("always", [False, True], ids=["low-memory-retry", "typed-error"])

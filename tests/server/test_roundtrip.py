@@ -6,9 +6,17 @@ import threading
 import numpy as np
 import pytest
 
+from oldphoto_model import RestoreOptions
 from server.client import Client, ServerError, E_BAD_OPTION
 
 from .helpers import random_image, random_mask
+
+
+def grown(mask, px):
+    """The mask's defects (>= 128) grown by ``px`` pixels, as the pipeline grows them."""
+    import torch
+    t = torch.from_numpy(mask >= 128)[None, None].float()
+    return torch.nn.functional.max_pool2d(t, 2 * px + 1, 1, px)[0, 0].numpy()
 
 
 def _restore(address, img, mask=None, **kw):
@@ -46,21 +54,27 @@ def test_mask_threshold_option(address, reference):
     mask = random_mask(6, 32, 32)            # holds 100, 200 and 255
     out, meta = _restore(address, img, mask, options={"mask_threshold": 250})
     assert meta["options"]["mask_threshold"] == 250
-    np.testing.assert_array_equal(out, reference.restore(img, mask, mask_threshold=250))
-    assert not np.array_equal(out, reference.restore(img, mask, mask_threshold=90))
+    np.testing.assert_array_equal(out, reference.restore(img, mask, RestoreOptions(mask_threshold=250)))
+    assert not np.array_equal(out, reference.restore(img, mask, RestoreOptions(mask_threshold=90)))
 
 
 def test_restrict_to_mask_changes_only_the_selection(address, reference):
     img = random_image(7, 36, 44, 4)
     mask = random_mask(7, 36, 44)
-    out, _ = _restore(address, img, mask, options={"restrict_to_mask": True})
-    full = reference.restore(img, mask)
+    # without growth and tone matching the blend is plain: original * (1 - a) + restored * a
+    plain = {"restrict_to_mask": True, "grow": 0, "match_tone": False}
+    out, _ = _restore(address, img, mask, options=plain)
+    full = reference.restore(img, mask, RestoreOptions(grow=0))
     outside, inside = mask == 0, mask == 255
     np.testing.assert_array_equal(out[outside], img[outside])
     np.testing.assert_array_equal(out[inside], full[inside])
     feather = mask == 100                    # 100/255 of the way from original to restored
     want = np.rint(img[feather].astype(float) + (full[feather].astype(float) - img[feather]) * 100 / 255)
     np.testing.assert_array_equal(out[feather], want.astype(np.uint8))
+    # the product's default blend: the same restore path as in-process
+    out, _ = _restore(address, img, mask, options={"restrict_to_mask": True})
+    np.testing.assert_array_equal(out, reference.restore(img, mask, RestoreOptions(restrict_to_mask=True)))
+    np.testing.assert_array_equal(out[outside & (grown(mask, 1) == 0)], img[outside & (grown(mask, 1) == 0)])
 
 
 def test_unknown_option_is_a_typed_error(address):
@@ -94,7 +108,7 @@ def test_info_describes_the_server(address, weights_path):
     assert "path" not in info["weights"] and "pid" not in info     # nothing private to a client
     assert info["weights"]["metadata"]["purpose"].startswith("test")
     assert info["limits"]["max_pixels"] == 1_000_000
-    assert set(info["options"]) == {"mask_threshold", "restrict_to_mask"}
+    assert set(info["options"]) == {"mask_threshold", "restrict_to_mask", "grow", "match_tone", "detail"}
     assert {"ping", "info", "restore", "cancel"} <= set(info["ops"])
 
 

@@ -167,9 +167,10 @@ class TrainingSamples(Dataset):
     """
 
     def __init__(self, cfg: Config, defects: bool, with_real: bool = False,
-                 textures: Textures | None = None) -> None:
+                 textures: Textures | None = None, degraded: bool = True) -> None:
         self.cfg = cfg
         self.defects = defects
+        self.degraded = degraded   # False: clean crops only (VAE_B), no degradation synthesis
         self.with_real = with_real
         self.pool = PhotoPool(cfg)
         real_dirs, _ = domain_r_source(cfg.data)
@@ -190,6 +191,8 @@ class TrainingSamples(Dataset):
         step, slot = key
         rng = np.random.default_rng([self.cfg.train.seed, step, slot])
         clean = self.clean_sample(rng)
+        if not self.degraded:
+            return {"clean": to_tensor(clean)}
         seed = int(rng.integers(2 ** 63))
         degraded, _, mask = degrade(clean, seed, self.cfg.degrade, self.textures, defects=self.defects)
         out = {"clean": to_tensor(clean), "degraded": to_tensor(degraded),

@@ -76,7 +76,8 @@ def train_stage(cfg: Config, name: str, stop_after: int | None = None) -> Path:
     log(f"device {ctx.device}, world {ctx.world}, amp {amp}, channels_last {channels_last}, "
         f"steps {start}->{total}, batch {sc.batch_size}/rank")
 
-    dataset = TrainingSamples(cfg, defects=(name == "mapping"), with_real=(name == "vae-a"))
+    dataset = TrainingSamples(cfg, defects=(name == "mapping"), with_real=(name == "vae-a"),
+                               degraded=(name != "vae-b"))
     loader = DataLoader(dataset, batch_sampler=StepSampler(start, total, sc.batch_size, ctx.rank),
                         num_workers=cfg.data.num_workers, pin_memory=ctx.device.type == "cuda")
     scalars = ScalarLog(out) if ctx.is_main else None

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oldphoto_model.archs import MappingNetwork, VAEDecoder, VAEEncoder
+from oldphoto_model.archs import VAEEncoder
 from oldphoto_model.config import AttentionOptions
-from oldphoto_model.model import mask_to_latent
+from oldphoto_model.model import RestorationModel
 
 from ..archs import MultiScaleDiscriminator
 from ..checkpoint import latest_checkpoint, read_checkpoint
@@ -41,12 +41,15 @@ class MappingStage:
         self.steps = cfg.mapping.steps
         dev = ctx.device
         run = cfg.train.run_dir
-        self.enc_a = load_vae_part(run, "vae-a", "encoder", VAEEncoder(cfg.model.vae)).to(dev).eval()
+        # the inference model itself, so training runs the product's forward pass
+        # (prefill, E_A, mask to latent, T, G_B); only its mapping network learns
+        self.model = RestorationModel(cfg.model).to(dev)
+        load_vae_part(run, "vae-a", "encoder", self.model.encoder_a).eval()
+        load_vae_part(run, "vae-b", "decoder", self.model.decoder_b).eval()
         self.enc_b = load_vae_part(run, "vae-b", "encoder", VAEEncoder(cfg.model.vae)).to(dev).eval()
-        self.dec_b = load_vae_part(run, "vae-b", "decoder", VAEDecoder(cfg.model.vae)).to(dev).eval()
-        for m in (self.enc_a, self.enc_b, self.dec_b):
+        for m in (self.model.encoder_a, self.model.decoder_b, self.enc_b):
             requires_grad(m, False)
-        self.mapping = MappingNetwork(cfg.model.mapping).to(dev)
+        self.mapping = self.model.mapping
         self.d_img = MultiScaleDiscriminator(3, cfg.disc.ndf, cfg.disc.n_layers, cfg.disc.num_d).to(dev)
         self.modules = {"mapping": self.mapping, "d_img": self.d_img}
         self.opt_g = adam(self.mapping.parameters(), cfg.optim.lr_mapping_g, cfg)
@@ -64,11 +67,8 @@ class MappingStage:
     def restore(self, x: torch.Tensor, mask: torch.Tensor, net: nn.Module | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(T(z_x), G_B(T(z_x))) for degraded x and image-size mask."""
-        with torch.no_grad():
-            z_x = self.enc_a(x)
-        m = mask_to_latent(mask, self.cfg.model.vae.scale)
-        w = (net or self.mapping_ddp)(z_x, m, self.attn)
-        return w, self.dec_b(w)
+        w = self.model.translate(x, mask, self.attn, net or self.mapping_ddp)
+        return w, self.model.decoder_b(w)
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         L = self.cfg.loss

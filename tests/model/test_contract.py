@@ -1,0 +1,133 @@
+"""The restore contract beyond the network: hole pre-fill, mask growth, the
+"only the selection changes" blend with tone matching, detail carry-over."""
+import numpy as np
+import pytest
+import torch
+
+from oldphoto_model import InputError, Restorer, RestoreOptions
+from oldphoto_model.fill import box_blur, fill_holes, smooth_offset
+from oldphoto_model.pipeline import blend_into, carried_detail
+
+from ..conftest import random_model
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    return Restorer(random_model(), device="cpu", precision="fp32")
+
+
+def _photo(h=48, w=56, seed=0):
+    """Smooth shapes plus a little texture: something a fill can be judged on."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([0.3 + 0.4 * xx, 0.5 - 0.3 * yy, 0.4 + 0.2 * xx * yy], -1)
+    base[(yy - 0.5) ** 2 + (xx - 0.4) ** 2 < 0.05] = (0.8, 0.7, 0.2)
+    return np.clip((base + rng.normal(0, 0.02, base.shape)) * 255, 0, 255).astype(np.uint8)
+
+
+def _mask(h=48, w=56):
+    m = np.zeros((h, w), np.uint8)
+    m[20:23, 5:50] = 255            # a scratch
+    m[5:12, 30:36] = 255            # a hole
+    return m
+
+
+def test_fill_keeps_known_pixels_and_fills_smoothly():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 37, 53)
+    known = (torch.rand(2, 1, 37, 53) > 0.3).float()
+    y = fill_holes(x, known)
+    assert torch.equal(y[known.expand_as(x) > 0], x[known.expand_as(x) > 0])
+    assert torch.isfinite(y).all() and y.min() >= x.min() and y.max() <= x.max()
+    # a constant photo is filled with the constant; a ramp with values near the ramp
+    assert torch.allclose(fill_holes(torch.full_like(x, 0.25), known), torch.full_like(x, 0.25), atol=1e-6)
+    ramp = torch.linspace(0, 1, 53).view(1, 1, 1, 53).expand(1, 3, 37, 53).contiguous()
+    hole = torch.ones(1, 1, 37, 53)
+    hole[..., 10:20, 20:30] = 0
+    assert (fill_holes(ramp, hole) - ramp).abs().max() < 0.1
+    # nothing known: returned as it is (no NaN from 0/0)
+    assert torch.equal(fill_holes(x, torch.zeros_like(known)), x)
+
+
+def test_smooth_offset_carries_a_constant_difference_into_the_hole():
+    x = torch.rand(1, 3, 40, 40)
+    known = torch.ones(1, 1, 40, 40)
+    known[..., 15:25, 10:30] = 0
+    off = smooth_offset(x + 0.3, x, known)
+    assert torch.allclose(off, torch.full_like(off, 0.3), atol=1e-5)
+
+
+def test_output_does_not_depend_on_the_pixels_under_the_mask(restorer):
+    """The pre-fill: the scratch's own colour never reaches the network."""
+    img, m = _photo(), _mask()
+    other = img.copy()
+    other[m >= 128] = 255 - other[m >= 128]
+    a = restorer.restore(img, m, RestoreOptions(grow=0))
+    b = restorer.restore(other, m, RestoreOptions(grow=0))
+    np.testing.assert_array_equal(a, b)
+    # without the mask the network does see them
+    assert not np.array_equal(restorer.restore(img), restorer.restore(other))
+
+
+def test_grow_widens_what_counts_as_defect(restorer):
+    img, m = _photo(), _mask()
+    only = RestoreOptions(restrict_to_mask=True, grow=0)
+    grown = RestoreOptions(restrict_to_mask=True, grow=2)
+    a, b = restorer.restore(img, m, only), restorer.restore(img, m, grown)
+    ring = np.zeros_like(m, bool)
+    ring[18:20, 10:40] = True                  # two rows above the scratch
+    np.testing.assert_array_equal(a[ring], img[ring])
+    assert not np.array_equal(b[ring], img[ring])
+    far = np.ones_like(m, bool)
+    far[2:27, 2:54] = False
+    np.testing.assert_array_equal(b[far], img[far])
+
+
+def test_match_tone_removes_a_tinted_fill():
+    """A restored result that is the photo plus a colour cast: in selection mode the
+    tone-matched fill continues the surroundings, the plain blend keeps the cast."""
+    x = torch.from_numpy(_photo()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    m = _mask()
+    defect = torch.from_numpy(m >= 128)[None, None].float()
+    tinted = x + torch.tensor([0.3, -0.1, -0.2]).view(1, 3, 1, 1)
+    plain = blend_into(x, tinted, m, defect, match_tone=False)
+    matched = blend_into(x, tinted, m, defect, match_tone=True)
+    inside = defect.expand_as(x) > 0
+    assert (plain - x)[inside].abs().mean() > 0.15
+    assert (matched - x)[inside].abs().max() < 1e-5
+    assert torch.equal(matched[~inside], x[~inside])
+
+
+def test_detail_is_above_noise_and_off_the_mask():
+    torch.manual_seed(1)
+    noise = 0.05 * torch.randn(1, 3, 64, 64)
+    step = torch.zeros(1, 3, 64, 64)
+    step[..., 32:] = 1.0
+    d_noise = carried_detail(noise, None)
+    assert (d_noise != 0).float().mean() < 0.05            # noise alone: almost nothing passes
+    d = carried_detail(step + noise, None)
+    assert d[..., 30:34].abs().mean() > 0.1                # the edge passes
+    defect = torch.zeros(1, 1, 64, 64)
+    defect[..., 28:36, :] = 1
+    assert carried_detail(step + noise, defect)[..., 26:38, :].abs().max() == 0
+
+
+def test_detail_option_changes_only_outside_the_mask(restorer):
+    img, m = _photo(), _mask()
+    a = restorer.restore(img, m, RestoreOptions(detail=0.0))
+    b = restorer.restore(img, m, RestoreOptions(detail=1.0))
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a[m >= 128], b[m >= 128])
+
+
+@pytest.mark.parametrize("bad", [dict(grow=-1), dict(grow=65), dict(detail=1.5), dict(mask_threshold=256)])
+def test_bad_options_are_typed_errors(bad):
+    with pytest.raises(InputError):
+        RestoreOptions(**bad)
+
+
+def test_box_blur_matches_a_plain_convolution():
+    x = torch.rand(1, 2, 19, 23, dtype=torch.float64)
+    k = torch.ones(2, 1, 5, 5, dtype=torch.float64) / 25
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), k, groups=2)
+    assert torch.allclose(box_blur(x, 2), ref, atol=1e-12)
