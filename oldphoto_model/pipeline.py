@@ -66,10 +66,10 @@ class RestoreOptions:
     """
 
     mask_threshold: int = DEFAULT_MASK_THRESHOLD
-    grow: int = 1
+    grow: int = 0
     restrict_to_mask: bool = False
     match_tone: bool = True
-    detail: float = 0.0
+    detail: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
@@ -235,7 +235,8 @@ class Restorer:
                                       progress)
         y = y[:, :, :h, :w].cpu()
         if options.detail > 0:
-            y = y + options.detail * carried_detail(x, defect)
+            # from the pre-filled photo: the scratch's pixels are no detail and must not count
+            y = y + options.detail * carried_detail(prefill(x, defect), defect)
         if options.restrict_to_mask and mask is not None:
             y = blend_into(x, y, mask, defect, options.match_tone)
         rgb = ((y[0].permute(1, 2, 0).numpy() + 1.0) * 127.5)

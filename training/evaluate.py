@@ -195,7 +195,7 @@ def real_sheets(cfg: Config, restorer: Restorer, out: Path, cell: int = 256) -> 
         print("evaluate: no real old photos found (--eval.real_dir): no real-photo sheets")
         return
     full_dir = out / "real"
-    full_dir.mkdir(exist_ok=True)
+    full_dir.mkdir(parents=True, exist_ok=True)
     pairs, masked = [], []
     paths = list_images(folder)
     for p in paths[:cfg.eval.real_photos or len(paths)]:

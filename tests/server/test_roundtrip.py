@@ -70,7 +70,8 @@ def test_restrict_to_mask_changes_only_the_selection(address, reference):
     np.testing.assert_array_equal(out[inside], full[inside])
     feather = mask == 100                    # 100/255 of the way from original to restored
     want = np.rint(img[feather].astype(float) + (full[feather].astype(float) - img[feather]) * 100 / 255)
-    np.testing.assert_array_equal(out[feather], want.astype(np.uint8))
+    # the blend runs in float before rounding, the expectation from rounded pixels: ±1 level
+    assert np.abs(out[feather].astype(int) - want).max() <= 1
     # the product's default blend: the same restore path as in-process
     out, _ = _restore(address, img, mask, options={"restrict_to_mask": True})
     np.testing.assert_array_equal(out, reference.restore(img, mask, RestoreOptions(restrict_to_mask=True)))

@@ -49,12 +49,16 @@ def test_evaluate_writes_table_and_grid(smoke, tmp_path):
     export(smoke)
     from training.evaluate import evaluate
     rows = evaluate(smoke, out_dir=tmp_path / "eval")
-    assert {"degraded input", "model"} <= {r["method"] for r in rows}
-    assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in rows)
+    methods = {r["method"] for r in rows}
+    assert {"degraded input", "model, whole photo", "model, only the selection changes"} <= methods
+    assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 and r["sharpness"] > 0 for r in rows)
+    # the selection mode leaves everything outside the mask as it came in
+    sel = [r for r in rows if r["method"] == "model, only the selection changes"]
+    assert all(np.isfinite(r["fill_delta"]) for r in sel)
     assert (tmp_path / "eval" / "grid.png").is_file() and (tmp_path / "eval" / "results.md").is_file()
     small = np.asarray(Image.open(tmp_path / "eval" / "grid_small.png"))
     c = min(smoke.eval.grid_crop, smoke.eval.max_side)
-    assert small.shape[0] <= smoke.eval.grid_photos * (c + 2) + 2
+    assert small.shape[0] <= smoke.eval.grid_photos * (c + 2) + 2 + 64     # + the label strip
 
 
 def test_crop_around_mask_stays_inside_and_centres():
