@@ -91,20 +91,17 @@ class ServerProcess:
 
 def reference(weights: Path, pixels, mask=None, restrict: bool = False, region=None):
     """What the plug-in's new layer must hold, computed without the server:
-    oldphoto_model.restore on the region sent, blended through the soft mask when
-    ``restrict`` (the server's documented rule), pasted into the original."""
+    oldphoto_model.restore on the region sent, with ``restrict_to_mask`` when
+    ``restrict`` (the model package's whole contract), pasted into the original."""
     import numpy as np
-    from oldphoto_model import load_model, restore
+    from oldphoto_model import RestoreOptions, load_model, restore
     img = np.asarray(pixels)
     h, w = img.shape[:2]
     x, y, rw, rh = region or (0, 0, w, h)
     crop = np.ascontiguousarray(img[y:y + rh, x:x + rw])
     m = None if mask is None else np.ascontiguousarray(np.asarray(mask)[y:y + rh, x:x + rw])
-    out = restore(crop, m, model=load_model(str(weights)), device="cpu", precision="fp32")
-    if restrict and m is not None:
-        a = m.astype(np.float32).reshape(rh, rw, *([1] if crop.ndim == 3 else [])) / 255.0
-        o = crop.astype(np.float32)
-        out = np.clip(np.rint(o + (out.astype(np.float32) - o) * a), 0, 255).astype(np.uint8)
+    out = restore(crop, m, model=load_model(str(weights)), device="cpu", precision="fp32",
+                  options=RestoreOptions(restrict_to_mask=bool(restrict)))
     full = img.copy()
     full[y:y + rh, x:x + rw] = out
     return full

@@ -97,7 +97,7 @@ def test_rgb_feathered_selection_only_selection_changes(gimp2, server):
     sel = scratch_selection(scratch, (90, 140), (0, 0))
     image, layer = make_image(gimp2, (140, 90), (140, 90), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
     want = reference(server.weights, img, sel, True, crop_plan(140, 90, bbox(sel)))
     check_success(gimp2, image, layer, before, original, want)
 
@@ -108,7 +108,7 @@ def test_rgba_layer_larger_than_canvas_whole_layer(gimp2, server):
     sel = scratch_selection(scratch, (96, 128), off)
     image, layer = make_image(gimp2, (128, 96), (150, 110), 4, off, img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, False, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, False, False, server.address, "")
     want = reference(server.weights, img, selection_in_layer(sel, (110, 150), off))
     check_success(gimp2, image, layer, before, original, want)
 
@@ -117,7 +117,7 @@ def test_gray_layer_smaller_than_canvas_no_selection(gimp2, server):
     img, _ = photo(64, 90, 1, 2)
     image, layer = make_image(gimp2, (128, 96), (90, 64), 1, (17, 9), img)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
     check_success(gimp2, image, layer, before, original, reference(server.weights, img[..., 0]).reshape(img.shape))
 
 
@@ -128,7 +128,7 @@ def test_gray_alpha_selection_partly_outside_layer(gimp2, server):
     sel[5:20, 5:30] = 255          # selected, but outside the layer: ignored
     image, layer = make_image(gimp2, (128, 96), (100, 70), 2, off, img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
     m = selection_in_layer(sel, (70, 100), off)
     want = reference(server.weights, img, m, True, crop_plan(100, 70, bbox(m)))
     check_success(gimp2, image, layer, before, original, want)
@@ -139,7 +139,7 @@ def test_selection_ignored_when_not_used(gimp2, server):
     sel = scratch_selection(scratch, (48, 64), (0, 0))
     image, layer = make_image(gimp2, (64, 48), (64, 48), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, True, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, True, False, server.address, "")
     check_success(gimp2, image, layer, before, original, reference(server.weights, img))
 
 
@@ -156,7 +156,7 @@ def test_server_absent_message_within_two_seconds(gimp2):
     dead = f"tcp://127.0.0.1:{free_port()}"
     t = time.monotonic()
     with pytest.raises(gimp2.gimp.error) as e:
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, dead)
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, dead, "")
     assert time.monotonic() - t < 2.5
     assert "python -m server --bind " + dead in str(e.value) and "`" not in str(e.value)
     assert not gimp2.gimp.log.messages     # a script gets the error status, no message box
@@ -172,7 +172,7 @@ def test_interactive_failure_is_a_message_not_a_traceback(gimp2):
     before, original = list(image.layers), layer.pixels()
     dead = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(gimp2.gimp.error):
-        getattr(gf.pdb, PROC)(image, layer, True, True, False, dead)   # remembers the address
+        getattr(gf.pdb, PROC)(image, layer, True, True, False, dead, "")   # remembers the address
     gimp2.gimp.log.reset()
     status, err = gf.run_procedure("python-fu-oldphoto-restore", gf.RUN_INTERACTIVE, image, layer)
     assert status == gf.PDB_SUCCESS and err == ""
@@ -189,7 +189,7 @@ def test_server_error_shown_nothing_half_made(gimp2, weights):
         image, layer = make_image(gimp2, (60, 40), (60, 40), 3, (0, 0), img)
         before, original = list(image.layers), layer.pixels()
         with pytest.raises(gimp2.gimp.error) as e:
-            getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address)
+            getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address, "")
         # the server's own message, shown to the person
         assert "server reported an error" in str(e.value) and "exceeds the server's limits" in str(e.value)
         status, _ = gimp2.gimpfu.run_procedure("python-fu-oldphoto-restore", gimp2.gimpfu.RUN_INTERACTIVE,
@@ -210,7 +210,7 @@ def test_failure_while_adding_layer_leaves_nothing(gimp2, server, monkeypatch):
         raise gimp2.gimp.error("disk full")
     monkeypatch.setattr(gimp2.gimp.Drawable, "merge_shadow", lambda self, undo=True: broken(self))
     with pytest.raises(gimp2.gimp.error):
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
     assert image.layers == before and layer.pixels() == original
     # the group holds the insertion and its removal: consistent, and undoing it is a no-op
     assert not gimp2.gimp.log.warnings
@@ -238,7 +238,7 @@ def test_high_bit_depth_is_refused_with_reason(gimp2, server):
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
     layer.bpp = 6      # a 16-bit RGB layer: its pixel regions hold 2 bytes per channel
     with pytest.raises(gimp2.gimp.error) as e:
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address)
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
     assert "8 bit integer" in str(e.value) and len(image.layers) == 2
 
 
@@ -248,7 +248,7 @@ def test_missing_pyzmq_names_python_and_command(gimp2, monkeypatch):
     img, _ = photo(24, 32, 3, 8)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
     with pytest.raises(gimp2.gimp.error) as e:
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, "tcp://127.0.0.1:1")
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, "tcp://127.0.0.1:1", "")
     msg = str(e.value)
     assert sys.executable in msg and "-m pip install pyzmq msgpack" in msg
     assert len(image.layers) == 2
@@ -277,7 +277,7 @@ def test_last_values_remembered(gimp2, server):
     gf = gimp2.gimpfu
     img, _ = photo(24, 32, 3, 9)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gf.pdb, PROC)(image, layer, False, False, False, server.address)
+    getattr(gf.pdb, PROC)(image, layer, False, False, False, server.address, "")
     status, err = gf.run_procedure("python-fu-oldphoto-restore", gf.RUN_WITH_LAST_VALS, image, layer)
     assert status == gf.PDB_SUCCESS, err          # used the remembered address, not the default
     assert len(image.layers) == 4
@@ -342,7 +342,7 @@ def test_detect_scratches_only_when_server_offers(gimp2, server):
     would refuse an unknown option), and the dialog would not offer it."""
     img, _ = photo(24, 32, 3, 11)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, server.address, "")
     assert np.array_equal(np.frombuffer(image.layers[0].pixels(), np.uint8).reshape(img.shape),
                           reference(server.weights, img))
     assert "detect_scratches" not in gimp2.common.dialog_options(server.address)
@@ -351,7 +351,7 @@ def test_detect_scratches_only_when_server_offers(gimp2, server):
 def test_restoring_a_result_again_numbers_it(gimp2, server):
     img, _ = photo(24, 32, 3, 14)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, False, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, False, False, server.address, "")
     first = image.layers[0]
-    getattr(gimp2.gimpfu.pdb, PROC)(image, first, False, False, False, server.address)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, first, False, False, False, server.address, "")
     assert [l.name for l in image.layers[:3]] == ["photo (restored 2)", "photo (restored)", "photo"]
