@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
+from .archs.nonlocal_block import dilate
 from .fill import box_blur, smooth_offset
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent, prefill
@@ -226,11 +227,9 @@ class Restorer:
         ph, pw = _pad_amounts(h, self.multiple), _pad_amounts(w, self.multiple)
         defect = None
         if mask is not None:
-            binary = torch.from_numpy(binarize_mask(mask, options.mask_threshold))[None, None].float()
-            if options.grow > 0 and bool(binary.any()):
-                binary = F.max_pool2d(binary, 2 * options.grow + 1, stride=1, padding=options.grow)
+            binary = dilate(torch.from_numpy(binarize_mask(mask, options.mask_threshold)), options.grow)
             if bool(binary.any()):
-                defect = binary
+                defect = binary[None, None].float()
         y, low_memory = self._network(_pad(x, ph, pw), None if defect is None else _pad(defect, ph, pw),
                                       progress)
         y = y[:, :, :h, :w].cpu()
@@ -260,7 +259,7 @@ def carried_detail(x: torch.Tensor, defect: Optional[torch.Tensor], radius: int 
     tau = 2.5 * 1.4826 * float(d.abs().flatten().median())
     d = torch.sign(d) * (d.abs() - tau).clamp_min(0)
     if defect is not None:
-        d = d * (1 - F.max_pool2d(defect, 2 * radius + 1, stride=1, padding=radius))
+        d = d * (1 - dilate(defect[0, 0] > 0.5, radius).to(d.dtype))
     return d
 
 

@@ -91,22 +91,12 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
             print(f"[make-sample] wrote {path}")
     elif command == "evaluate":
         from .evaluate import evaluate
-        if not _has_opencv():
-            print("[evaluate] OpenCV is not installed: the OpenCV Telea inpainting baseline is left out of "
-                  "the table and the grids (pip install opencv-python-headless to include it)", flush=True)
         out = Path(getattr(args, "out", None) or Path(cfg.train.run_dir) / "eval")
         evaluate(cfg, getattr(args, "weights", None), out)
         print(f"[evaluate] wrote {out / 'results.md'}, {out / 'results.csv'}, {out / 'grid.png'} and "
               f"{out / 'grid_small.png'}", flush=True)
 
 
-def _has_opencv() -> bool:
-    """Can the Telea baseline run (the same import evaluate's telea() tries)?"""
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def outputs_summary(cfg: Config, weights: str | None = None) -> str:

@@ -51,7 +51,7 @@ def hand_recipe(img: np.ndarray, mask: np.ndarray, radius: int = 3, h: float = 5
     cv2 = opencv()
     if cv2 is None:
         return None
-    x = cv2.inpaint(img, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA) if mask.any() else img
+    x = telea(img, mask, radius) if mask.any() else img
     if is_gray(x):
         x = np.repeat(cv2.fastNlMeansDenoising(np.ascontiguousarray(x[..., 0]), None, h)[..., None], 3, -1)
     else:

@@ -94,8 +94,8 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     out.mkdir(parents=True, exist_ok=True)
     restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision)
     if opencv() is None:
-        print("evaluate: OpenCV is not installed (pip install opencv-python-headless): "
-              "the Telea and hand-recipe rows are left out")
+        print("[evaluate] OpenCV is not installed: the Telea and hand-recipe baselines are left out of "
+              "the table and the grids (pip install opencv-python-headless to include them)", flush=True)
     textures = load_textures(cfg.data.cache_dir)
     table = methods(cfg, restorer)
     rows, grid = [], []

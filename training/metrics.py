@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from oldphoto_model.archs.nonlocal_block import dilate
 from oldphoto_model.fill import box_blur, fill_holes
 
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -38,8 +39,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return F.max_pool2d(t, 2 * px + 1, stride=1, padding=px)[0, 0].numpy() > 0
+    return dilate(torch.from_numpy(np.asarray(mask, bool)), px).numpy()
 
 
 def sobel_magnitude(img: np.ndarray) -> np.ndarray:

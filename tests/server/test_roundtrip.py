@@ -15,8 +15,8 @@ from .helpers import random_image, random_mask
 def grown(mask, px):
     """The mask's defects (>= 128) grown by ``px`` pixels, as the pipeline grows them."""
     import torch
-    t = torch.from_numpy(mask >= 128)[None, None].float()
-    return torch.nn.functional.max_pool2d(t, 2 * px + 1, 1, px)[0, 0].numpy()
+    from oldphoto_model.archs.nonlocal_block import dilate
+    return dilate(torch.from_numpy(mask >= 128), px).numpy()
 
 
 def _restore(address, img, mask=None, **kw):
