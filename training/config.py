@@ -89,6 +89,9 @@ class LossConfig:
     perceptual: float = 10.0
     latent_l1: float = 60.0        # mapping: ||T(z_x) - z_y||_1
     image_l1: float = 0.0          # mapping: ||G_B(T(z_x)) - y||_1 (not in the paper; CPU preset)
+    # mapping: L1 between the finite differences of G_B(T(z_x)) and y (not in the paper):
+    # a pixel L1 alone is content with a blur; this one charges every softened edge
+    image_grad_l1: float = 0.0
     vgg_weights: str = ""          # torchvision vgg19 state-dict file; "" = none
     # without a VGG19 file: "off" | "encoder_b" (features of the frozen clean-domain
     # encoder) | "random_vgg"; docs/TRAINING.md has the measurement behind the default

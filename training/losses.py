@@ -28,6 +28,14 @@ def feature_matching(fake: Sequence[Sequence[torch.Tensor]], real: Sequence[Sequ
     return loss / max(1, n) * 1.0
 
 
+def gradient_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L1 between the horizontal and vertical finite differences of two images."""
+    f, r = fake.float(), real.float()
+    dx = F.l1_loss(f[..., :, 1:] - f[..., :, :-1], r[..., :, 1:] - r[..., :, :-1])
+    dy = F.l1_loss(f[..., 1:, :] - f[..., :-1, :], r[..., 1:, :] - r[..., :-1, :])
+    return 0.5 * (dx + dy)
+
+
 def kl_reduced(h: torch.Tensor) -> torch.Tensor:
     """KL term of the reduced VAE (unit variance): mean(h^2)."""
     return h.float().pow(2).mean()

@@ -2,8 +2,9 @@
 
     L_T = latent_l1 * |T(z_x) - z_y|_1 + image LSGAN on G_B(T(z_x))
           + feat_match * FM + perceptual * P(G_B(T(z_x)), y)      (TTUR: G 1e-4, D 4e-4)
-          (+ image_l1 * |G_B(T(z_x)) - y|_1, off by default: the CPU preset's stand-in for
-          the perceptual term when no VGG19 weights exist)
+          (+ image_l1 * |G_B(T(z_x)) - y|_1 + image_grad_l1 * |grad G_B(T(z_x)) - grad y|_1,
+          off by default: the CPU presets' stand-in for the perceptual term when no VGG19
+          weights exist)
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..archs import MultiScaleDiscriminator
 from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..dist import DistContext
+from ..losses import gradient_l1
 from .common import (adam, autocast, build_perceptual, discriminator_loss, image_terms, linear_decay,
                      requires_grad, unwrap, uses_image_discriminator, wrap)
 
@@ -83,6 +85,9 @@ class MappingStage:
             if L.image_l1 > 0:
                 losses["img_l1"] = F.l1_loss(y_hat.float(), y.float())
                 g = g + L.image_l1 * losses["img_l1"]
+            if L.image_grad_l1 > 0:
+                losses["grad_l1"] = gradient_l1(y_hat, y)
+                g = g + L.image_grad_l1 * losses["grad_l1"]
             g = g + image_terms(self.cfg, self.d_img, self.perceptual, y_hat, y, losses)
         self.opt_g.zero_grad(set_to_none=True)
         g.backward()
