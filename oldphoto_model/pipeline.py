@@ -1,4 +1,5 @@
-"""The restore pipeline: numpy uint8 image (+ optional selection mask) in, same shape out.
+"""The restore pipeline: numpy uint8 or uint16 image (+ optional selection mask) in, same shape
+and dtype out.
 
 ``Restorer.restore`` is the whole image contract that the server, the CLI, the
 evaluation and the tests all call: the mask rule (threshold, growth), the
@@ -36,6 +37,10 @@ DEFAULT_MASK_THRESHOLD = 128
 MIN_SIDE = 16
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+#: The image dtypes a restore takes, with their full-scale value (16-bit scans keep
+#: their 16 bits: the network works in floats, and the result is rounded only once).
+_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 #: Attention settings of the low-memory retry after an out-of-memory error:
 #: small score-matrix chunks and small tiles (same result up to rounding).
@@ -89,8 +94,8 @@ def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> 
 def _check(image: np.ndarray, mask: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
     if not isinstance(image, np.ndarray):
         raise InputError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise InputError(f"image dtype must be uint8, got {image.dtype}")
+    if image.dtype not in _FULL_SCALE:
+        raise InputError(f"image dtype must be uint8 or uint16, got {image.dtype}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 2, 3, 4)):
         raise InputError(f"image shape must be HxW or HxWxC with C in 1..4, got {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
@@ -206,7 +211,7 @@ class Restorer:
     def restore(self, image: np.ndarray, mask: Optional[np.ndarray] = None,
                 options: RestoreOptions = RestoreOptions(),
                 progress: Optional[Progress] = None) -> np.ndarray:
-        """Restore a uint8 image (HxW, HxWx1 gray, HxWx2 gray+alpha, HxWx3 RGB,
+        """Restore a uint8 or uint16 image (HxW, HxWx1 gray, HxWx2 gray+alpha, HxWx3 RGB,
         HxWx4 RGBA). ``mask`` (uint8 HxW, 255 = defect) marks scratches to inpaint
         (``options`` says how it is read and whether only it changes). Returns the
         same shape and dtype: gray stays gray (ITU-R 601 luma of the result), alpha
@@ -223,7 +228,8 @@ class Restorer:
         color = image[:, :, :3] if c >= 3 else np.repeat(image[:, :, :1], 3, axis=2)
         # a copy when the caller's buffer is read-only (torch warns on such arrays)
         color = np.ascontiguousarray(color) if color.flags.writeable else np.array(color)
-        x = torch.from_numpy(color).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        full = _FULL_SCALE[image.dtype]
+        x = torch.from_numpy(color.astype(np.float32)).permute(2, 0, 1)[None] * (2.0 / full) - 1.0
         ph, pw = _pad_amounts(h, self.multiple), _pad_amounts(w, self.multiple)
         defect = None
         if mask is not None:
@@ -238,11 +244,10 @@ class Restorer:
             y = y + options.detail * carried_detail(prefill(x, defect), defect)
         if options.restrict_to_mask and mask is not None:
             y = blend_into(x, y, mask, defect, options.match_tone)
-        rgb = ((y[0].permute(1, 2, 0).numpy() + 1.0) * 127.5)
-        if c >= 3:
-            out_color = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-        else:
-            out_color = np.clip(np.rint(rgb @ _LUMA), 0, 255).astype(np.uint8)[:, :, None]
+        rgb = (y[0].permute(1, 2, 0).numpy() + 1.0) * (full / 2.0)
+        if c < 3:
+            rgb = (rgb @ _LUMA)[:, :, None]
+        out_color = np.clip(np.rint(rgb), 0, full).astype(image.dtype)
         out = np.empty_like(image)
         nc = out_color.shape[2]
         out[:, :, :nc] = out_color

@@ -131,3 +131,31 @@ def test_box_blur_matches_a_plain_convolution():
     k = torch.ones(2, 1, 5, 5, dtype=torch.float64) / 25
     ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), k, groups=2)
     assert torch.allclose(box_blur(x, 2), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [None, 1, 2, 3, 4])
+def test_16_bit_images_keep_16_bits(restorer, channels):
+    """A 16-bit scan comes back 16-bit, of the same shape, and agrees with the 8-bit
+    restore of the same photo (to the 8-bit rounding), in both modes."""
+    photo8 = _photo()
+    if channels is not None:
+        gray = photo8.mean(axis=2, keepdims=True).astype(np.uint8)
+        photo8 = {1: gray, 2: np.concatenate([gray, gray // 2], 2), 3: photo8,
+                  4: np.concatenate([photo8, gray], 2)}[channels]
+    else:
+        photo8 = photo8[:, :, 0]
+    photo16 = photo8.astype(np.uint16) * 257       # the same photo, so the results must agree
+    for opts in (RestoreOptions(), RestoreOptions(restrict_to_mask=True)):
+        out16 = restorer.restore(photo16, _mask(), opts)
+        out8 = restorer.restore(photo8, _mask(), opts)
+        assert out16.dtype == np.uint16 and out16.shape == photo16.shape
+        assert np.abs(out16.astype(np.float64) / 257 - out8).max() <= 1.0
+        # the result is rounded once, to 16 bits: more than 8 bits' worth of levels
+        assert len(np.unique(out16)) > len(np.unique(out8))
+        if channels in (2, 4):
+            assert np.array_equal(out16[:, :, -1], photo16[:, :, -1])     # alpha untouched
+
+
+def test_other_dtypes_refused(restorer):
+    with pytest.raises(InputError, match="uint8 or uint16"):
+        restorer.restore(_photo().astype(np.float32))
