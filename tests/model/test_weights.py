@@ -161,3 +161,70 @@ def test_saved_file_is_readable_by_others_per_umask(tmp_path):
     finally:
         os.umask(old)
     assert p.stat().st_mode & 0o777 == 0o644
+
+
+# -- hostile files (issue 11, item 8) --------------------------------------------------------------
+_HUGE_PROBE = r"""
+import json, sys, time, torch
+from oldphoto_model import WeightsError, load_model
+from oldphoto_model import weights as W
+path = sys.argv[1]
+# 2 KB: the format, and a config that asks for ~1.5 GB of mapping weights (within the
+# per-field bounds: only comparing the implied shapes with the stored tensors stops it)
+cfg = {"vae": {"channels": 64}, "mapping": {"latent_channels": 64, "width": 1536}}
+torch.save({"format": W.FORMAT, "version": 1, "config": json.dumps(cfg), "metadata": "{}",
+            "encoder_a": {}, "mapping": {}, "decoder_b": {}}, path)
+t = time.perf_counter()
+try:
+    load_model(path)
+    print("LOADED")
+except WeightsError as e:
+    print("ERROR", e)
+print("SECONDS", time.perf_counter() - t)
+print([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+def test_small_file_asking_for_a_huge_network_fails_fast_with_little_memory(tmp_path):
+    """Before: the loader built the whole network (here ~1.5 GB; the issue's file ~6 GB)
+    before finding the file holds none of its tensors."""
+    import subprocess
+    import sys
+    path = tmp_path / "huge.pt"
+    out = subprocess.run([sys.executable, "-c", _HUGE_PROBE, str(path)], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert path.stat().st_size < 4096
+    assert f"ERROR {path}: network 'encoder_a' does not match" in out, out
+    seconds = float(out.split("SECONDS")[1].split()[0])
+    peak_mb = int(out.split("VmHWM:")[1].split()[0]) // 1024
+    assert seconds < 2.0 and peak_mb < 900, (seconds, peak_mb)
+
+
+@pytest.mark.parametrize("change,says", [
+    ({"config": json.dumps({"vae": {"channels": 8, "n_res_blocks": 10 ** 9}, "mapping": {"latent_channels": 8}})},
+     "n_res_blocks = 1000000000 is outside 0..32"),
+    ({"config": json.dumps({"vae": {"channels": "8"}, "mapping": {"latent_channels": "8"}})},
+     r"vae.channels = 8 is outside"),
+    ({"config": json.dumps({"vae": {"channels": 8.0}, "mapping": {"latent_channels": 8}})}, "vae.channels"),
+    ({"config": "[" * 100_000}, "invalid config"),
+    ({"config": 7}, "invalid config"),
+    ({"mapping": {"head.0.weight": "not a tensor"}}, "not tensors"),
+    ({"mapping": {1: torch.zeros(1)}}, "not tensors"),
+    ({"version": True}, "version True is not supported"),
+])
+def test_every_bad_file_is_a_weights_error_naming_the_file(saved, change, says):
+    _, path = saved
+    _rewrite(path, **change)
+    with pytest.raises(WeightsError, match=says) as e:
+        load_model(path)
+    assert str(e.value).startswith(f"{path}: ") and e.value.path == str(path)
+
+
+def test_torch_advice_to_drop_weights_only_never_reaches_the_user(tmp_path):
+    p = tmp_path / "objects.pt"
+    torch.save({"format": weights_mod.FORMAT, "x": _Evil()}, p)
+    with pytest.raises(WeightsError) as e:
+        load_model(p)
+    text = str(e.value)
+    assert text.startswith(f"{p}: not a readable weight file") and "never loaded" in text
+    assert "weights_only" not in text and "torch.load" not in text and e.value.__cause__ is None
