@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,15 @@ import numpy as np
 import torch
 
 from oldphoto_model.atomic import atomic_write_bytes
+from oldphoto_model.weights import read_payload
 
 __all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint", "read_checkpoint",
-           "latest_checkpoint", "rng_state", "set_rng_state"]
+           "latest_checkpoint", "remove_stale_temporaries", "rng_state", "set_rng_state"]
+
+#: When this process started using checkpoints. A temporary file of an atomic write
+#: older than this belongs to a process that died during a save (SIGKILL leaves one);
+#: a newer one may be another live process's save in progress and is left alone.
+_STARTED = time.time()
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,6 +64,7 @@ def save_checkpoint(path: str | os.PathLike, *, step: int, modules: dict[str, to
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
+    remove_stale_temporaries(path)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -78,11 +86,31 @@ def load_checkpoint(path: str | os.PathLike, *, modules: dict[str, torch.nn.Modu
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw payload of a checkpoint; plain types and tensors only (``weights_only=True``)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The raw payload of a checkpoint; plain types and tensors only (``weights_only=True``).
+    An unreadable file is a WeightsError naming it."""
+    return read_payload(path, map_location)
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """``last.pt`` in ``directory`` when present."""
+    """``last.pt`` in ``directory`` when present (a stage calls this when it starts, so
+    the temporary files of saves killed in an earlier run are removed here too)."""
     p = Path(directory) / "last.pt"
+    remove_stale_temporaries(p)
     return p if p.is_file() else None
+
+
+def remove_stale_temporaries(path: str | os.PathLike, before: float | None = None) -> list[Path]:
+    """Delete the temporary files (``.NAME.*.tmp``) that atomic writes of ``path`` left
+    when their process was killed, i.e. those last modified before ``before`` (default:
+    this process's start). Returns what was removed."""
+    path = Path(path)
+    cutoff = _STARTED if before is None else before
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if tmp.is_file() and not tmp.is_symlink() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:     # another rank or process removed it first
+            pass
+    return removed
