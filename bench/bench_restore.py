@@ -84,7 +84,7 @@ def main() -> None:
     import torch
     print(f"# torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
           f"weights {args.weights or 'random (default config)'}")
-    header = f"| size | mask | method | seconds | peak memory (GiB) | vs original |"
+    header = "| size | mask | method | seconds | peak memory (GiB) | vs original |"
     print(header)
     print("|" + "---|" * 6)
     for size in args.sizes:

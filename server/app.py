@@ -24,7 +24,7 @@ from oldphoto_model import Restorer, __version__ as model_version
 
 from . import __version__, protocol
 from .wire import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_SOCKET_TYPE, E_UNKNOWN_JOB, OPS,
-                   PROTOCOL_VERSION, T_ACCEPTED, T_OK, unpack_header)
+                   PROTOCOL_VERSION, T_ACCEPTED, T_OK)
 from .config import ServerConfig
 from .protocol import ProtocolError
 from .worker import Busy, Job, Worker

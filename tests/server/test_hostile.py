@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 
 import msgpack
 import pytest
@@ -15,7 +12,7 @@ import zmq
 from gimp_plugin.testing.server_process import ServerProcess
 from server import client as proto
 from server.app import Server
-from server.client import Client, ClientError, SecurityError
+from server.client import Client, SecurityError
 from server.config import ServerConfig
 
 from .conftest import make_restorer
