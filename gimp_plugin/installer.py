@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Mapping
 
 PLUGIN = "oldphoto_restore"
 LIB = PLUGIN + "_lib"
@@ -30,7 +31,7 @@ def current_system() -> str:
     return "windows" if s.startswith("win") else "macos" if s == "darwin" else "linux"
 
 
-def user_plugin_dir(gimp: str, system: str | None = None, env: dict | None = None,
+def user_plugin_dir(gimp: str, system: str | None = None, env: Mapping[str, str] | None = None,
                     home: Path | None = None) -> Path:
     """GIMP's per-user plug-in folder for a version on an OS (GIMP's own defaults;
     GIMP2_DIRECTORY / GIMP3_DIRECTORY override them as they do in GIMP)."""
@@ -119,7 +120,7 @@ def uninstall(gimp: str, dest: Path) -> list[Path]:
     return removed
 
 
-def interpreter_dirs(gimp: str, system: str | None = None, env: dict | None = None,
+def interpreter_dirs(gimp: str, system: str | None = None, env: Mapping[str, str] | None = None,
                      home: Path | None = None) -> list[Path]:
     """Folders where GIMP reads its interpreter settings (``*.interp``: which program runs
     ``.py`` plug-ins): the user's GIMP folder first, then the usual installation prefixes."""

@@ -46,34 +46,83 @@ def _open(path: str):
         raise PathProblem(f"{path}: not an image file Pillow can read") from None
 
 
-def _target_mode(im: Any, path: str) -> str:
+#: Pillow's 16-bit gray modes ("I": 32-bit integers, what some readers give 16-bit gray as).
+_DEEP_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def bits_per_channel(im: Any) -> int:
+    """Bits per channel in the file: 16 for 16-bit gray and for the 16-bit RGB(A) that
+    Pillow unpacks to 8 bits as it reads (its tile's raw mode says so); 32 for float; else 8.
+    Ask before ``load()``, which forgets the tiles."""
+    if im.mode in _DEEP_GRAY:
+        return 16
+    if im.mode == "F":
+        return 32
+    for tile in getattr(im, "tile", None) or ():
+        args = tile[3] if isinstance(tile, tuple) and len(tile) > 3 else getattr(tile, "args", None)
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else "")
+        if isinstance(raw, str) and ";16" in raw:
+            return 16
+    return 8
+
+
+def _target_mode(im: Any, path: str, keep_16bit: bool = False) -> str:
     """The mode an image is restored in: its own when the model takes it, else an 8-bit
-    conversion; ValueError for deeper images."""
+    conversion; 16-bit gray stays 16-bit ("I;16") with ``keep_16bit`` (the in-process
+    restore takes uint16), else it is 8-bit like 16-bit RGB, which Pillow itself reads
+    as 8-bit; ValueError for floating-point images."""
     mode = im.mode
     if mode in _MODES:
         return mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        raise ValueError(f"{path}: {mode} images are not 8-bit; only 8-bit images are supported")
+    if mode in _DEEP_GRAY:
+        return "I;16" if keep_16bit else "L"
+    if mode == "F":
+        raise ValueError(f"{path}: 32-bit floating-point images are not supported; save it as 8 or "
+                         "16 bits per channel")
     has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
     return ("RGBA" if has_alpha else "RGB") if mode != "1" else "L"
 
 
-def peek_mode(path: str) -> str:
+def peek_mode(path: str, keep_16bit: bool = False) -> str:
     """The mode ``read_image`` will give, from the file's header only (cheap)."""
     with _open(path) as im:
-        return _target_mode(im, path)
+        return _target_mode(im, path, keep_16bit)
 
 
-def read_image(path: str):
-    """-> (uint8 array H x W x C, Pillow mode, save kwargs that keep metadata).
-    8-bit modes other than L/LA/RGB/RGBA are converted (with a note); deeper ones refused."""
+def _gray16(im: Any, path: str) -> Any:
+    """A 16-bit gray image as a uint16 array (ValueError for values beyond 16 bits)."""
     import numpy as np
+    a = np.asarray(im)
+    if a.size and (int(a.min()) < 0 or int(a.max()) > 65535):
+        raise ValueError(f"{path}: {im.mode} image with values outside 0..65535; save it as 8 or 16 bits")
+    return a.astype(np.uint16)
+
+
+def read_image(path: str, keep_16bit: bool = False):
+    """-> (array H x W x C, Pillow mode, save kwargs that keep metadata): uint8, or
+    uint16 for 16-bit gray with ``keep_16bit`` (mode "I;16"). 8-bit modes other than
+    L/LA/RGB/RGBA are converted (with a note); otherwise 16-bit gray and RGB(A) are both
+    restored in 8 bits and say so; floating point is refused."""
+    import numpy as np
+    from PIL import Image
     im = _open(path)
+    bits = bits_per_channel(im)
     im.load()
     keep = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
-    target = _target_mode(im, path)
-    if target != im.mode:
+    target = _target_mode(im, path, keep_16bit)
+    if target == "I;16":
+        _note(f"note: {path} has 16 bits per channel; restored in 16 bits")
+        return np.ascontiguousarray(_gray16(im, path)[:, :, None]), target, keep
+    if bits > 8:
+        why = ("Pillow reads 16-bit color as 8 bits" if im.mode not in _DEEP_GRAY
+               else "16 bits are kept only by --in-process" if not keep_16bit else "")
+        _note(f"note: {path} has 16 bits per channel; restored in 8 bits (the result is an 8-bit "
+              f"{target} image{'; ' + why if why else ''})")
+    elif target != im.mode:
         _note(f"note: {path} is mode {im.mode}; restoring it as {target}")
+    if im.mode in _DEEP_GRAY:   # scaled: Pillow's own convert clips at 255
+        im = Image.fromarray(np.rint(_gray16(im, path) / 257.0).astype(np.uint8), mode="L")
+    elif target != im.mode:
         im = im.convert(target)
     arr = np.array(im, dtype=np.uint8)    # a writable copy (the pipeline makes tensors of it)
     if arr.ndim == 2:
@@ -151,7 +200,9 @@ def write_image(path: str, arr, mode: str, keep: dict, overwrite: bool = False) 
     p = Path(path)
     fmt = output_format(p)
     kw = _save_kwargs(p, fmt, mode, keep)
-    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode=mode)
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)   # the mode follows the array
+    if img.mode != mode:
+        img = img.convert(mode)
     atomic_write(p, lambda f: img.save(f, format=fmt, **kw), overwrite=overwrite, make_parents=False)
 
 
@@ -229,7 +280,8 @@ def plan(inputs: Sequence[str], output: str, mask: Optional[str] = None, ext: Op
     for spec in inputs:
         found += _expand(spec, recursive)
     out_abs = out.resolve()
-    jobs, by_dst = [], {}
+    jobs: "list[Job]" = []
+    by_dst: "dict[Path, Path]" = {}
     for src, rel in found:
         if out_abs in src.resolve().parents:
             continue        # earlier results inside the input folder are not photos to restore
@@ -346,11 +398,13 @@ class _Interrupt:
 
 
 def run_jobs(jobs: "list[Job]", restore: RestoreFn, *, overwrite: bool,
-             skip_existing: bool, fatal: "tuple[type, ...]" = (), stream=None,
-             on_done: Optional[Callable[[Job, str, float], None]] = None) -> BatchResult:
+             skip_existing: bool, fatal: "tuple[type[BaseException], ...]" = (), stream=None,
+             on_done: Optional[Callable[[Job, str, float], None]] = None,
+             keep_16bit: bool = False) -> BatchResult:
     """Restore ``jobs`` one after the other with ``restore(image, mask, progress, should_cancel)``
     -> (result array, where it ran). A photo that fails is recorded and the batch goes on;
-    an exception of the ``fatal`` types (no server) ends it, as ``stopped_by``. Ctrl-C cancels
+    an exception of the ``fatal`` types (no server) ends it, as ``stopped_by``. ``keep_16bit``:
+    ``restore`` takes uint16 (in-process), so 16-bit gray photos keep their bits. Ctrl-C cancels
     the running photo and ends the batch with ``interrupted`` set. ``on_done(job, where, seconds)`` after each photo."""
     result = BatchResult()
     bar = BatchProgress(len(jobs), stream)
@@ -365,7 +419,7 @@ def run_jobs(jobs: "list[Job]", restore: RestoreFn, *, overwrite: bool,
                 continue
             t = time.monotonic()
             try:
-                image, mode, keep = read_image(str(job.src))
+                image, mode, keep = read_image(str(job.src), keep_16bit)
                 check_output(job.dst, overwrite, mode)
                 h, w = image.shape[:2]
                 mask = read_mask(str(job.mask), (w, h)) if job.mask else None

@@ -25,6 +25,7 @@ from . import batch
 from .batch import Job, read_image, read_mask, write_image
 from .client import DEFAULT_ADDRESS, Client, ClientError, ServerUnavailable
 from .config import ServerConfig, config_fields
+from .wire import AddressError, check_address
 
 SUBCOMMANDS = ("serve", "info", "restore", "demo")
 EXIT_USAGE, EXIT_NO_SERVER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 1, 130
@@ -87,7 +88,7 @@ def progress_printer(stream=None) -> Callable[[float, str], None]:
     """A progress callback that draws a bar on a terminal, one line per stage elsewhere."""
     stream = stream or sys.stderr
     tty = stream.isatty()
-    last = {"stage": None}
+    last: dict[str, Optional[str]] = {"stage": None}
 
     def show(fraction: float, stage: str) -> None:
         if tty:
@@ -100,6 +101,41 @@ def progress_printer(stream=None) -> Callable[[float, str], None]:
         last["stage"] = stage
         stream.flush()
     return show
+
+
+def server_address(text: str) -> str:
+    """argparse type of --address: a mistyped address is a usage error at once
+    (server.wire.check_address says what was meant), never a wait."""
+    try:
+        return check_address(text)
+    except AddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_address_flag(parser: argparse.ArgumentParser, help: str = "") -> None:
+    """--address: where the server listens, checked as it is parsed."""
+    parser.add_argument("--address", default=DEFAULT_ADDRESS, type=server_address,
+                        help=help or f"server address (default {DEFAULT_ADDRESS})")
+
+
+def add_restore_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per restore option of the protocol (server.protocol.OPTIONS: type,
+    default and help are the model's RestoreOptions, written once there)."""
+    from .protocol import OPTIONS
+    for name, (typ, default, text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if typ is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{text} (default: {'on' if default else 'off'})")
+        else:
+            parser.add_argument(flag, dest=name, type=typ, default=default, metavar=typ.__name__.upper(),
+                                help=f"{text} (default: {default})")
+
+
+def restore_options(ns: argparse.Namespace) -> dict:
+    """The protocol's restore options as parsed by add_restore_option_flags."""
+    from .protocol import OPTIONS
+    return {name: getattr(ns, name) for name in OPTIONS}
 
 
 def add_server_key_flag(parser: argparse.ArgumentParser) -> None:
@@ -178,7 +214,7 @@ def cmd_serve(argv: Sequence[str]) -> int:
 def cmd_info(argv: Sequence[str]) -> int:
     """Print a running server's ``info`` as JSON. Returns the exit status."""
     p = argparse.ArgumentParser(prog="oldphoto-server info", description="Ask a running server what it serves.")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
+    add_address_flag(p)
     add_server_key_flag(p)
     ns = p.parse_args(argv)
     try:
@@ -200,8 +236,9 @@ def restore_parser() -> argparse.ArgumentParser:
         description="Restore photos through a running server (or in this process with --in-process). "
                     "One file: IN OUT. Many: folders, files or quoted patterns ('album/*.jpg') and an OUT "
                     "folder; photos already restored there are skipped, so after Ctrl-C the same command "
-                    "continues. Reads and writes 8-bit PNG, JPEG, TIFF and what else Pillow handles; keeps "
-                    "the image mode. Results are written atomically (never half-written).")
+                    "continues. Reads PNG, JPEG, TIFF and what else Pillow handles and keeps the image mode "
+                    "(16-bit photos are restored and written in 8 bits, with a note). Results are written "
+                    "atomically (never half-written).")
     p.add_argument("inputs", metavar="IN", nargs="+", help="photo, folder of photos, or pattern")
     p.add_argument("output", metavar="OUT", help="result file, or folder for several photos")
     p.add_argument("--mask", help="grayscale image of IN's size, white = defect (scratches to inpaint); "
@@ -209,12 +246,11 @@ def restore_parser() -> argparse.ArgumentParser:
                                   "PHOTO_mask.png, any image extension); photos without one get none")
     p.add_argument("--recursive", action="store_true", help="folders: include their subfolders (OUT mirrors them)")
     p.add_argument("--ext", help="several photos: write this format (e.g. png; default: each photo's own)")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})")
+    add_address_flag(p)
     add_server_key_flag(p)
     p.add_argument("--in-process", action="store_true", help="run the model here instead of in a server")
     add_config_flags(p, only=("weights", "device", "precision"))
-    p.add_argument("--mask-threshold", type=int, default=128, help="mask values >= this are defects (default 128)")
-    p.add_argument("--restrict-to-mask", action="store_true", help="change only the masked pixels")
+    add_restore_option_flags(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing results (also OUT = IN); without it an existing OUT is refused "
                         "and, with several photos, skipped as already done")
@@ -244,7 +280,7 @@ def _plan(ns: argparse.Namespace) -> "tuple[list[Job], bool]":
             raise batch.PathProblem(f"{src}: no such file")
         if ns.mask and not Path(ns.mask).is_file():
             raise batch.PathProblem(f"{ns.mask}: no such mask file")
-        batch.check_output(dst, ns.overwrite, batch.peek_mode(str(src)), source=src)
+        batch.check_output(dst, ns.overwrite, batch.peek_mode(str(src), ns.in_process), source=src)
         return [Job(src, dst, Path(ns.mask) if ns.mask else None)], False
     jobs = batch.plan(ns.inputs, ns.output, ns.mask, ns.ext, ns.recursive)
     Path(ns.output).mkdir(exist_ok=True)
@@ -254,7 +290,7 @@ def _plan(ns: argparse.Namespace) -> "tuple[list[Job], bool]":
 def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Optional[batch.RestoreFn]":
     """The restore step shared by every photo: one model in this process, or one client."""
     import numpy as np
-    options = {"mask_threshold": ns.mask_threshold, "restrict_to_mask": ns.restrict_to_mask}
+    options = restore_options(ns)
     if ns.in_process:
         restorer = _load_or_explain(ns.weights, ns.device, ns.precision)
         if restorer is None:
@@ -293,7 +329,7 @@ def _restore(ns: argparse.Namespace) -> int:
         if restore is None:
             return EXIT_USAGE
         result = batch.run_jobs(jobs, restore, overwrite=ns.overwrite, skip_existing=many and not ns.overwrite,
-                                fatal=(ServerUnavailable,), on_done=done)
+                                fatal=(ServerUnavailable,), on_done=done, keep_16bit=ns.in_process)
     if many:
         print(result.summary(len(jobs)), flush=True)
     elif result.failed:
@@ -349,7 +385,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
     p.add_argument("--out", help="result file (default: a new file in ~/Pictures/oldphoto-demo/, or in "
                                  "the temporary folder's oldphoto-demo/ without a Pictures folder)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help="use the server running here if it answers")
+    add_address_flag(p, "use the server running here if it answers")
     add_server_key_flag(p)
     add_config_flags(p, only=("weights", "device", "precision"))
     ns = p.parse_args(argv)

@@ -31,12 +31,22 @@ except ImportError as _e:   # name the interpreter: GIMP's Python is often not t
                       "(%s): %s. Install them with: %s -m pip install pyzmq msgpack"
                       % (sys.executable, _e, sys.executable))
 
+# every protocol name is re-exported (``from .wire import *``); the ones used here are named too
 try:   # inside the server package; the installer copies wire.py as oldphoto_wire.py
     from .wire import *  # noqa: F401,F403  (the protocol's names, written once in wire.py)
-    from .wire import clip, is_curve_key, pack_header, unpack_header
+    from .wire import (DEFAULT_ADDRESS, DTYPE_U8, E_ADDRESS, E_CANCELLED, E_CLIENT_INPUT, E_FRAME_COUNT,
+                       E_INTERNAL, E_SECURITY, E_TIMEOUT, E_TOO_LARGE, E_UNAVAILABLE, OP_CANCEL, OP_ECHO,
+                       OP_INFO, OP_PING, OP_RESTORE, PROTOCOL_VERSION, START_HINT, T_ACCEPTED, T_ERROR, T_OK,
+                       T_PROGRESS, AddressError, check_address, clip, is_curve_key, pack_header,
+                       unpack_header)
 except (ImportError, ValueError):   # Python 3 / Python 2 without a parent package
-    from oldphoto_wire import *  # noqa: F401,F403
-    from oldphoto_wire import clip, is_curve_key, pack_header, unpack_header
+    from oldphoto_wire import *  # type: ignore  # noqa: F401,F403
+    from oldphoto_wire import (DEFAULT_ADDRESS, DTYPE_U8, E_ADDRESS, E_CANCELLED,  # type: ignore
+                               E_CLIENT_INPUT, E_FRAME_COUNT, E_INTERNAL, E_SECURITY, E_TIMEOUT,
+                               E_TOO_LARGE, E_UNAVAILABLE, OP_CANCEL, OP_ECHO, OP_INFO, OP_PING,
+                               OP_RESTORE, PROTOCOL_VERSION, START_HINT, T_ACCEPTED, T_ERROR, T_OK,
+                               T_PROGRESS, AddressError, check_address, clip, is_curve_key,
+                               pack_header, unpack_header)
 
 #: Context kept around a selection's bounding box by default (pixels); see crop_plan.
 DEFAULT_CROP_MARGIN = 128
@@ -59,6 +69,57 @@ class ServerUnavailable(ClientError):
             address, (" (" + detail + ")") if detail else "", START_HINT)
         ClientError.__init__(self, E_UNAVAILABLE, msg)
         self.address = address
+
+
+class BadAddress(ClientError):
+    """The server address cannot work (no tcp://, no port, ...): said before any socket exists."""
+
+    def __init__(self, message):
+        ClientError.__init__(self, E_ADDRESS, message)
+
+
+class TooLarge(ClientError):
+    """The image is beyond the server's limits (its ``info``): found before sending,
+    because ZeroMQ drops an oversized message without any answer. ``width``,
+    ``height``, ``max_pixels`` and ``max_side`` let a caller word its own advice."""
+
+    def __init__(self, address, width, height, channels, limits, detail=""):
+        self.address, self.width, self.height = address, width, height
+        self.max_pixels = int(limits.get("max_pixels") or 0)
+        self.max_side = int(limits.get("max_side") or 0)
+        pixels = width * height
+        need = ["--max-pixels %d" % pixels] if self.max_pixels and pixels > self.max_pixels else []
+        if self.max_side and max(width, height) > self.max_side:
+            need.append("--max-side %d" % max(width, height))
+        msg = ("the image is %dx%d pixels (%.1f megapixels), more than the server at %s accepts "
+               "(at most %.1f megapixels and %d pixels per side)%s. Scale it down or restore a "
+               "smaller part of it, or restart the server with a larger limit: python -m server %s"
+               % (width, height, pixels / 1e6, address, self.max_pixels / 1e6, self.max_side,
+                  (": " + detail) if detail else "", " ".join(need) or "--max-pixels %d" % pixels))
+        ClientError.__init__(self, E_TOO_LARGE, msg)
+
+
+def size_problem(width, height, channels, has_mask, limits, header_bytes=0):
+    """What in a ``width`` x ``height`` x ``channels`` image (and mask) the server's
+    ``limits`` (info's map) refuse, as text; "" when it fits or the limits are unknown.
+    The server's own rules (docs/protocol.md): each side, the pixel count, each
+    frame and the whole message."""
+    def limit(name):
+        v = limits.get(name) if isinstance(limits, dict) else None
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+    side, pixels, frame, message = (limit(n) for n in ("max_side", "max_pixels", "max_frame_bytes",
+                                                       "max_message_bytes"))
+    n = width * height
+    if side is not None and max(width, height) > side:
+        return "a side of %d pixels is more than %d" % (max(width, height), side)
+    if pixels is not None and n > pixels:
+        return "%d pixels are more than %d" % (n, pixels)
+    if frame is not None and n * channels > frame:
+        return "the pixels take %d bytes, more than the %d of one message frame" % (n * channels, frame)
+    total = header_bytes + n * channels + (n if has_mask else 0)
+    if message is not None and total > message:
+        return "the request takes %d bytes, more than the %d of one message" % (total, message)
+    return ""
 
 
 class SecurityError(ClientError):
@@ -178,13 +239,17 @@ class Client(object):
     POLL_MS = 50   # how often should_cancel is asked while a job runs
 
     def __init__(self, address=DEFAULT_ADDRESS, timeout=600.0, server_key=None):
-        self.address = address
+        try:    # at once, before any socket: a mistyped address must never wait or hang
+            self.address = check_address(address)
+        except AddressError as e:
+            raise BadAddress("%s" % e)
         self.timeout = timeout
         self.server_key = server_key_from(server_key)
         self._ctx = None
         self._sock = None
         self._monitor = None
         self._alive = False
+        self._limits = None
 
     # -- socket handling --------------------------------------------------
     def _socket(self):
@@ -202,7 +267,12 @@ class Client(object):
                 self._monitor = s.get_monitor_socket()
             except (AttributeError, zmq.ZMQError):
                 self._monitor = None
-            s.connect(self.address)
+            try:
+                s.connect(self.address)
+            except zmq.ZMQError as e:
+                # a socket left open would make closing the context wait forever
+                self._close_socket(s)
+                raise BadAddress("ZeroMQ cannot connect to %s: %s" % (self.address, e))
             self._sock = s
         return self._sock
 
@@ -220,25 +290,31 @@ class Client(object):
             ok = ok or event == getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", -1)
         return failed or (connected and not ok and getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", 0) != 0)
 
+    def _close_socket(self, sock):
+        """Close ``sock`` and its monitor at once (linger 0)."""
+        if self._monitor is not None:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(0)
+            self._monitor = None
+        sock.close(0)
+
     def _reset(self):
         """Drop the socket: late replies to abandoned requests die with it."""
         if self._sock is not None:
-            if self._monitor is not None:
-                try:
-                    self._sock.disable_monitor()
-                except zmq.ZMQError:
-                    pass
-                self._monitor.close(0)
-                self._monitor = None
-            self._sock.close(0)
+            self._close_socket(self._sock)
             self._sock = None
         self._alive = False
+        self._limits = None
 
     def close(self):
-        """Close the socket and the context (safe to call twice)."""
+        """Close the socket and the context (safe to call twice); never waits: every
+        socket of the context is closed with linger 0 first."""
         self._reset()
         if self._ctx is not None:
-            self._ctx.term()
+            self._ctx.destroy(linger=0)
             self._ctx = None
 
     def __enter__(self):
@@ -356,6 +432,22 @@ class Client(object):
         header, _ = self.call(OP_CANCEL, {"job": job_id}, timeout=5.0)
         return header
 
+    def limits(self):
+        """The server's size limits (``info``'s ``limits``; {} from a server without
+        them), asked once per connection."""
+        if self._limits is None:
+            limits = self.info().get("limits")
+            self._limits = dict((_text(k), v) for k, v in limits.items()) if isinstance(limits, dict) else {}
+        return self._limits
+
+    def check_size(self, width, height, channels, has_mask=False):
+        """Raise TooLarge when the server would refuse (or silently drop) an image of
+        this size; asks the server's limits first (``info``)."""
+        limits = self.limits()
+        problem = size_problem(int(width), int(height), int(channels), has_mask, limits, 1024)
+        if problem:
+            raise TooLarge(self.address, int(width), int(height), int(channels), limits, problem)
+
     def _image_request(self, op, pixels, width, height, channels, mask, options):
         width, height, channels = int(width), int(height), int(channels)
         if channels not in (1, 2, 3, 4):
@@ -372,6 +464,7 @@ class Client(object):
                 raise ClientError(E_CLIENT_INPUT, "mask holds %d bytes, %dx%d needs %d"
                                   % (_buffer_len(mask), width, height, width * height))
             frames.append(mask)
+        self.check_size(width, height, channels, mask is not None)
         return header, frames
 
     def restore(self, pixels, width, height, channels, mask=None, options=None,

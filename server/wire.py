@@ -57,6 +57,7 @@ E_UNAVAILABLE = "server_unavailable"
 E_TIMEOUT = "timeout"
 E_CLIENT_INPUT = "client_input"
 E_SECURITY = "security"               # CURVE key missing, malformed or not the server's
+E_ADDRESS = "bad_address"             # a server address that cannot work (check_address)
 
 ERROR_CODES = (E_MALFORMED, E_FRAME_COUNT, E_SIZE_MISMATCH, E_UNSUPPORTED, E_TOO_LARGE,
                E_MASK_SHAPE, E_BAD_OPTION, E_UNKNOWN_OP, E_VERSION, E_BUSY, E_UNKNOWN_JOB,
@@ -73,6 +74,67 @@ MAX_ECHOED_CHARS = 40             # a header value quoted in an error message is
 
 class HeaderError(ValueError):
     """A header frame that is too big or not a msgpack map (a ValueError)."""
+
+
+class AddressError(ValueError):
+    """A server address that cannot work; the message says what is wrong and, where
+    it can guess, what was meant (a ValueError)."""
+
+
+ADDRESS_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+def check_address(address, connect=True):
+    """``address`` (stripped) when ZeroMQ can use it, else AddressError naming the fix.
+
+    tcp://HOST:PORT (PORT 1..65535; IPv6 hosts in brackets), ipc://PATH or
+    inproc://NAME. ``connect``: the address is connected to, so the wildcard port
+    ``*`` and port 0 are refused (a server may bind them). Checked before any
+    socket exists: ZeroMQ's own "Invalid argument" names no fix, and a socket left
+    open after a failed connect makes closing its context wait forever."""
+    if isinstance(address, bytes):   # Python 2 str, or bytes from a caller
+        address = address.decode("utf-8", "replace")
+    text = ("%s" % (address if address is not None else "")).strip()
+    if not text:
+        raise AddressError("the server address is empty; the default is %s" % DEFAULT_ADDRESS)
+    if not text.startswith(ADDRESS_SCHEMES):
+        if "://" in text:
+            raise AddressError("server address %s: the transport must be tcp://, ipc:// or inproc://"
+                               % clip(text))
+        guess = "tcp://" + text + ("" if _split_port(text)[1] else ":%d" % DEFAULT_PORT)
+        raise AddressError("server address %s lacks tcp:// at the front: did you mean %s?"
+                           % (clip(text), guess))
+    if not text.startswith("tcp://"):
+        if not text.split("://", 1)[1]:
+            raise AddressError("server address %s names no socket file after the transport"
+                               % clip(text))
+        return text
+    host, port = _split_port(text[len("tcp://"):])
+    if not host:
+        raise AddressError("server address %s names no host: e.g. tcp://127.0.0.1:%d"
+                           % (clip(text), DEFAULT_PORT))
+    if port is None:
+        raise AddressError("server address %s lacks the port: did you mean %s:%d?"
+                           % (clip(text), text, DEFAULT_PORT))
+    wild = port in ("*", "0") and not connect
+    if not wild and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise AddressError("server address %s: the port %s is not a number from 1 to 65535 "
+                           "(the default is %d)" % (clip(text), clip(port), DEFAULT_PORT))
+    return text
+
+
+def _split_port(hostport):
+    """'HOST:PORT' -> (HOST, PORT text or None); '[v6]:PORT' keeps the brackets."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            return hostport, None
+        rest = hostport[end + 1:]
+        return hostport[:end + 1], (rest[1:] if rest.startswith(":") else None)
+    if ":" not in hostport:
+        return hostport, None
+    host, port = hostport.rsplit(":", 1)
+    return host, port
 
 
 def clip(value, limit=MAX_ECHOED_CHARS):
@@ -140,4 +202,5 @@ def unpack_header(data, max_bytes=MAX_REPLY_HEADER_BYTES, **extra):
 
 
 __all__ = [name for name in dir() if name.isupper() and not name.startswith("_")] + [
-    "HeaderError", "clip", "is_curve_key", "is_protocol_version", "pack_header", "unpack_header"]
+    "AddressError", "HeaderError", "check_address", "clip", "is_curve_key", "is_protocol_version",
+    "pack_header", "unpack_header"]

@@ -60,8 +60,31 @@ OPTIONS = (
     ("server_key", str, "", "Server public key",
      "Only for a server on another computer: the public key it printed at start-up "
      "(leave empty on this computer)"),
+    # the restore tuning of the protocol (docs/protocol.md), last: GIMP 2.10 scripts pass
+    # arguments by position, so the older ones keep theirs
+    ("grow", int, 0, "Grow scratch mask (px)",
+     "Widen the scratch mask by this many pixels before restoring, for selections drawn "
+     "tight around a scratch's soft edge (0 to 64)"),
+    ("match_tone", bool, True, "Match surrounding tone",
+     "With 'Only change the selected scratches': the filled scratches take the tone and colour "
+     "of the untouched surroundings, so no tinted patch or seam shows"),
+    ("detail", float, 1.0, "Keep film grain/detail",
+     "How much of the photo's own fine detail and film grain is kept outside the scratches: "
+     "1 keeps all of it, 0 gives the model's smoother result"),
 )
 DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
+
+#: The restore options above that go to the server under the same name: the
+#: defaults are the server's (oldphoto_model.RestoreOptions, sent in its ``info``;
+#: the plug-in cannot import that package, so a test keeps these equal), and only
+#: values that differ from them are sent.
+SERVER_OPTIONS = ("grow", "match_tone", "detail")
+#: Ranges of the numeric options: (lowest, highest, step of the dialog's spinner/slider);
+#: the model package checks the same bounds (a test keeps them equal).
+RANGES = {"grow": (0, 64, 1), "detail": (0.0, 1.0, 0.05)}
+#: How the options are grouped in a dialog: what to restore, how, then where the server is.
+DIALOG_ORDER = ("use_selection", "restrict_to_selection", "detect_scratches", "grow", "match_tone",
+                "detail", "server_address", "server_key")
 
 LAYER_SUFFIX = " (restored)"
 
@@ -88,12 +111,25 @@ class PluginError(Exception):
 
 
 def options_from(values):
-    """Complete and type-check an options mapping (missing keys take defaults)."""
+    """Complete and type-check an options mapping (missing keys take defaults); a
+    number outside its range (a script's call) is a PluginError that names it."""
     out = dict(DEFAULTS)
-    for name, typ, default, _label, _desc in OPTIONS:
+    for name, typ, default, label, _desc in OPTIONS:
         if name in values and values[name] is not None:
             v = values[name]
-            out[name] = bool(v) if typ is bool else (str(v).strip() or default)
+            if typ is bool:
+                out[name] = bool(v)
+            elif typ in (int, float):
+                try:
+                    v = typ(round(float(v)) if typ is int else float(v))
+                except (TypeError, ValueError):
+                    raise PluginError("%s must be a number, got %r." % (label, v), "input")
+                lo, hi, _step = RANGES[name]
+                if not lo <= v <= hi:
+                    raise PluginError("%s must be from %s to %s, got %s." % (label, lo, hi, v), "input")
+                out[name] = v
+            else:
+                out[name] = str(v).strip() or default
     return out
 
 
@@ -216,6 +252,11 @@ def describe_error(exc, client_module, address):
     if cm is not None and isinstance(exc, getattr(cm, "ServerUnavailable", ())):
         return PluginError("No old-photo restoration server answers at %s.\n%s"
                            % (address, start_hint(address)), "unavailable")
+    if cm is not None and isinstance(exc, getattr(cm, "BadAddress", ())):
+        return PluginError("The server address %s cannot work:\n%s\nCorrect it in the "
+                           "plug-in's Server address setting." % (address, plain(exc.message)), "input")
+    if cm is not None and isinstance(exc, getattr(cm, "TooLarge", ())):
+        return PluginError(too_large_text(exc), "input")
     if cm is not None and isinstance(exc, getattr(cm, "Cancelled", ())):
         return PluginError("Restore Old Photo was cancelled; the image is unchanged.", "cancelled")
     if cm is not None and isinstance(exc, getattr(cm, "ServerError", ())):
@@ -225,6 +266,21 @@ def describe_error(exc, client_module, address):
         return PluginError("Talking to the restoration server at %s failed:\n%s"
                            % (address, plain(getattr(exc, "message", None) or exc)), "error")
     return PluginError("Restore Old Photo failed: %s: %s" % (type(exc).__name__, plain(exc)), "error")
+
+
+def too_large_text(exc):
+    """What to do about a layer (or selection box) beyond the server's limits, in
+    GIMP's words; ``exc`` is the client's TooLarge."""
+    w, h, mp = exc.width, exc.height, exc.max_pixels
+    flags = ["--max-pixels %d" % (w * h)]
+    if exc.max_side and max(w, h) > exc.max_side:
+        flags.append("--max-side %d" % max(w, h))
+    return ("The area to restore, %d x %d pixels (%.1f megapixels), is larger than the restoration "
+            "server at %s accepts (%.1f megapixels, %d pixels per side); nothing was sent.\n"
+            "Scale the image down (Image > Scale Image), or select only the scratches and keep "
+            "'Only change the selected scratches' on, or restart the server with a larger limit:\n"
+            "  python -m server %s" % (w, h, w * h / 1e6, exc.address, mp / 1e6, exc.max_side,
+                                       " ".join(flags)))
 
 
 #: Names a server may give its automatic scratch-detection option (info()["options"]).
@@ -263,6 +319,8 @@ def server_status(address, timeout=1.0, server_key=None):
         client = cm.Client(address, server_key=server_key or None)
         client.ping(timeout=timeout)
         info = client.info()
+    except getattr(cm, "BadAddress", ()) as e:
+        return False, None, "Server: the address cannot work: %s" % plain(e.message)
     except Exception:
         return False, None, "Server: no answer at %s. %s" % (address, start_hint(address))
     finally:
@@ -277,7 +335,7 @@ def dialog_options(address, timeout=1.0, status=None):
     server at ``address`` offers it (asked quickly, or taken from ``status``, a
     server_status result; any failure hides it)."""
     _ok, detection, _line = status or server_status(address, timeout)
-    return [o[0] for o in OPTIONS if o[0] != "detect_scratches" or detection is not None]
+    return [n for n in DIALOG_ORDER if n != "detect_scratches" or detection is not None]
 
 
 def mode_text(options, has_selection, detection_offered=False):
@@ -320,6 +378,9 @@ def request_for(host, options, crop_plan):
             region = tuple(crop_plan(w, h, bbox))
     elif opts["detect_scratches"]:
         server_opts["detect_scratches"] = True
+    for name in SERVER_OPTIONS:   # the server's defaults apply to what is left alone
+        if opts[name] != DEFAULTS[name]:
+            server_opts[name] = opts[name]
     return pixels, mask, region, server_opts
 
 

@@ -7,8 +7,8 @@ from __future__ import absolute_import, division, print_function
 import os
 import sys
 
-from gimpfu import (NORMAL_MODE, PF_DRAWABLE, PF_IMAGE, PF_STRING, PF_TOGGLE, gimp, main, pdb,
-                    register)
+from gimpfu import (NORMAL_MODE, PF_DRAWABLE, PF_IMAGE, PF_SLIDER, PF_SPINNER, PF_STRING, PF_TOGGLE,
+                    gimp, main, pdb, register)
 
 # GIMP 2.10 queries every executable in plug-ins/ (on Windows: every .py), so the
 # installer keeps the helper modules in a folder beside this file.
@@ -96,10 +96,11 @@ def _interactive():
     return False
 
 
-def restore_old_photo(image, drawable, use_selection=True, restrict_to_selection=True,
-                      detect_scratches=False, server_address=common.DEFAULT_ADDRESS, server_key=""):
-    """The procedure. Errors: a message when run from the menu; an exception, which
-    gimpfu turns into an error status carrying the message, when called by a script."""
+def restore_old_photo(image, drawable, *values):
+    """The procedure: the image, the layer and common.OPTIONS in their order (a script
+    may leave out trailing ones: they take their defaults). Errors: a message when run
+    from the menu; an exception, which gimpfu turns into an error status carrying the
+    message, when called by a script."""
     try:
         if drawable is None or not pdb.gimp_item_is_layer(drawable):
             raise common.PluginError("Pick a layer to restore.", "input")
@@ -107,11 +108,10 @@ def restore_old_photo(image, drawable, use_selection=True, restrict_to_selection
             raise common.PluginError(common.INDEXED_REASON, "input")
         if pdb.gimp_item_is_group(drawable):
             raise common.PluginError("Pick a pixel layer, not a layer group.", "input")
+        options = dict(zip([o[0] for o in common.OPTIONS], values))
+        common.options_from(options)   # out-of-range numbers: said before any progress bar
         gimp.progress_init(_native(common.TITLE))
-        common.run(_Host(image, drawable), {
-            "use_selection": use_selection, "restrict_to_selection": restrict_to_selection,
-            "detect_scratches": detect_scratches, "server_address": server_address,
-            "server_key": server_key})
+        common.run(_Host(image, drawable), options)
     except common.PluginError as e:
         if _interactive():
             if e.kind != "cancelled":
@@ -120,7 +120,15 @@ def restore_old_photo(image, drawable, use_selection=True, restrict_to_selection
         raise RuntimeError(_native(e.message))
 
 
-_PF = {bool: PF_TOGGLE, str: PF_STRING}
+_PF = {bool: PF_TOGGLE, str: PF_STRING, int: PF_SPINNER, float: PF_SLIDER}
+
+
+def _param(name, typ, default, label):
+    """A gimpfu parameter; spinners and sliders take (lowest, highest, step)."""
+    if name in common.RANGES:
+        return (_PF[typ], name, label, default, common.RANGES[name])
+    return (_PF[typ], name, label, default)
+
 
 register(
     common.PROCEDURE, common.BLURB, common.HELP + " " + common.INDEXED_REASON,
@@ -128,7 +136,7 @@ register(
     common.MENU_LABEL, common.IMAGE_TYPES,
     [(PF_IMAGE, "image", "Input image", None),
      (PF_DRAWABLE, "drawable", "Layer to restore", None)]
-    + [(_PF[typ], name, label, default) for name, typ, default, label, _d in common.OPTIONS],
+    + [_param(name, typ, default, label) for name, typ, default, label, _d in common.OPTIONS],
     [],
     restore_old_photo,
     menu=common.MENU_PATH)

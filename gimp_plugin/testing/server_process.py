@@ -89,10 +89,12 @@ class ServerProcess:
                 self.proc.wait()
 
 
-def reference(weights: Path, pixels, mask=None, restrict: bool = False, region=None):
+def reference(weights: Path, pixels, mask=None, restrict: bool = False, region=None,
+              options: dict | None = None):
     """What the plug-in's new layer must hold, computed without the server:
     oldphoto_model.restore on the region sent, with ``restrict_to_mask`` when
-    ``restrict`` (the model package's whole contract), pasted into the original."""
+    ``restrict`` and the other RestoreOptions in ``options`` (the model package's
+    whole contract), pasted into the original."""
     import numpy as np
     from oldphoto_model import RestoreOptions, load_model, restore
     img = np.asarray(pixels)
@@ -101,7 +103,7 @@ def reference(weights: Path, pixels, mask=None, restrict: bool = False, region=N
     crop = np.ascontiguousarray(img[y:y + rh, x:x + rw])
     m = None if mask is None else np.ascontiguousarray(np.asarray(mask)[y:y + rh, x:x + rw])
     out = restore(crop, m, model=load_model(str(weights)), device="cpu", precision="fp32",
-                  options=RestoreOptions(restrict_to_mask=bool(restrict)))
+                  options=RestoreOptions(restrict_to_mask=bool(restrict), **(options or {})))
     full = img.copy()
     full[y:y + rh, x:x + rw] = out
     return full

@@ -215,4 +215,38 @@ def test_server_status_for_the_dialog(server, monkeypatch):
     ok, detection, line = common.server_status(dead, timeout=0.3)
     assert not ok and f"no answer at {dead}" in line and f"--bind {dead}" in line
     assert common.dialog_options(dead, status=(ok, detection, line)) == [
-        "use_selection", "restrict_to_selection", "server_address", "server_key"]
+        "use_selection", "restrict_to_selection", "grow", "match_tone", "detail", "server_address", "server_key"]
+    ok, _, line = common.server_status("localhost:5587")
+    assert not ok and "the address cannot work" in line and "did you mean tcp://localhost:5587" in line
+
+
+def test_restore_tuning_is_the_model_s():
+    """The plug-in cannot import oldphoto_model (no torch in GIMP's Python): its defaults,
+    types and ranges for the restore options must be RestoreOptions' and the protocol's."""
+    from oldphoto_model import InputError, RestoreOptions
+    from server.protocol import OPTIONS as PROTOCOL_OPTIONS
+    opt = dict((o[0], o) for o in common.OPTIONS)
+    for name in common.SERVER_OPTIONS:
+        typ, default, _help = PROTOCOL_OPTIONS[name]
+        assert opt[name][1] is typ and opt[name][2] == default == getattr(RestoreOptions(), name), name
+    for name, (lo, hi, step) in common.RANGES.items():
+        RestoreOptions(**{name: lo})
+        RestoreOptions(**{name: hi})
+        for beyond in (lo - step, hi + step):
+            with pytest.raises(InputError):
+                RestoreOptions(**{name: beyond})
+        assert lo <= common.DEFAULTS[name] <= hi
+    assert sorted(common.DIALOG_ORDER) == sorted(opt)
+
+
+def test_restore_tuning_sent_only_when_changed():
+    from server.client import crop_plan
+    host = _Host(16, 8, 3, bytes(16 * 8 * 3), None)
+    assert common.request_for(host, {}, crop_plan)[3] == {}
+    changed = {"grow": 4, "match_tone": False, "detail": 0.25}
+    assert common.request_for(host, changed, crop_plan)[3] == changed
+    assert common.options_from({"grow": 2.0, "detail": 1})["grow"] == 2        # gimpfu spinners
+    for bad in ({"grow": 65}, {"grow": -1}, {"detail": 1.01}, {"detail": "much"}):
+        with pytest.raises(common.PluginError) as e:
+            common.options_from(bad)
+        assert e.value.kind == "input" and dict((o[0], o[3]) for o in common.OPTIONS)[list(bad)[0]] in e.value.message

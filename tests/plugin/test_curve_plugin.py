@@ -8,7 +8,7 @@ from gimp_plugin.testing.server_process import ServerProcess, reference
 from server.client import server_key_from
 from server.keys import server_keypair
 
-from .test_gimpfu_plugin import PROC, assert_untouched, check_success, make_image, photo
+from .test_gimpfu_plugin import PROC, TUNING, assert_untouched, check_success, make_image, photo
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_plugin_restores_through_curve_with_the_server_key(gimp2, curve_server):
     img, _ = photo(32, 48, 3, 30)
     image, layer = make_image(gimp2, (48, 32), (48, 32), 3, (0, 0), img)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address, key)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address, key, *TUNING)
     check_success(gimp2, image, layer, before, original, reference(srv.weights, img))
 
 
@@ -38,5 +38,5 @@ def test_plugin_without_the_right_key_says_so(gimp2, curve_server, key):
     image, layer = make_image(gimp2, (48, 32), (48, 32), 3, (0, 0), img)
     before, original = list(image.layers), layer.pixels()
     with pytest.raises(gimp2.gimp.error, match="encrypt"):
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address, key)
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address, key, *TUNING)
     assert_untouched(gimp2, image, layer, before, original)

@@ -3,6 +3,7 @@ against a real server: the scenarios of the GIMP 3 end-to-end test, plus the one
 only a stub can stage (server errors, missing modules, cancel, undo)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,11 +12,14 @@ import time
 import numpy as np
 import pytest
 
+from gimp_plugin.common.oldphoto_common import DEFAULTS, SERVER_OPTIONS
 from gimp_plugin.testing.server_process import ServerProcess, free_port, reference
 from gimp_plugin.testing.selections import scratch_selection, selection_in_layer
 from server.client import crop_plan
 
 PROC = "python_fu_oldphoto_restore"
+#: The restore tuning arguments after server_key (grow, match_tone, detail) at their defaults.
+TUNING = tuple(DEFAULTS[name] for name in SERVER_OPTIONS)
 
 
 def photo(h, w, c, seed):
@@ -87,7 +91,8 @@ def test_registration(gimp2):
     p = procs["python-fu-oldphoto-restore"]
     assert p["menu"] == "<Image>/Filters/Enhance" and p["label"].startswith("Restore Old Photo")
     assert [x[1] for x in p["params"]] == ["image", "drawable", "use_selection", "restrict_to_selection",
-                                           "detect_scratches", "server_address", "server_key"]
+                                           "detect_scratches", "server_address", "server_key", "grow",
+                                           "match_tone", "detail"]
     assert gimp2.gimpfu.state["main_called"]
     assert "INDEXED" not in p["imagetypes"]
 
@@ -97,7 +102,7 @@ def test_rgb_feathered_selection_only_selection_changes(gimp2, server):
     sel = scratch_selection(scratch, (90, 140), (0, 0))
     image, layer = make_image(gimp2, (140, 90), (140, 90), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", *TUNING)
     want = reference(server.weights, img, sel, True, crop_plan(140, 90, bbox(sel)))
     check_success(gimp2, image, layer, before, original, want)
 
@@ -108,7 +113,7 @@ def test_rgba_layer_larger_than_canvas_whole_layer(gimp2, server):
     sel = scratch_selection(scratch, (96, 128), off)
     image, layer = make_image(gimp2, (128, 96), (150, 110), 4, off, img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, False, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, False, False, server.address, "", *TUNING)
     want = reference(server.weights, img, selection_in_layer(sel, (110, 150), off))
     check_success(gimp2, image, layer, before, original, want)
 
@@ -117,7 +122,7 @@ def test_gray_layer_smaller_than_canvas_no_selection(gimp2, server):
     img, _ = photo(64, 90, 1, 2)
     image, layer = make_image(gimp2, (128, 96), (90, 64), 1, (17, 9), img)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", *TUNING)
     check_success(gimp2, image, layer, before, original, reference(server.weights, img[..., 0]).reshape(img.shape))
 
 
@@ -128,7 +133,7 @@ def test_gray_alpha_selection_partly_outside_layer(gimp2, server):
     sel[5:20, 5:30] = 255          # selected, but outside the layer: ignored
     image, layer = make_image(gimp2, (128, 96), (100, 70), 2, off, img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", *TUNING)
     m = selection_in_layer(sel, (70, 100), off)
     want = reference(server.weights, img, m, True, crop_plan(100, 70, bbox(m)))
     check_success(gimp2, image, layer, before, original, want)
@@ -139,7 +144,7 @@ def test_selection_ignored_when_not_used(gimp2, server):
     sel = scratch_selection(scratch, (48, 64), (0, 0))
     image, layer = make_image(gimp2, (64, 48), (64, 48), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, True, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, True, False, server.address, "", *TUNING)
     check_success(gimp2, image, layer, before, original, reference(server.weights, img))
 
 
@@ -156,7 +161,7 @@ def test_server_absent_message_within_two_seconds(gimp2):
     dead = f"tcp://127.0.0.1:{free_port()}"
     t = time.monotonic()
     with pytest.raises(gimp2.gimp.error) as e:
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, dead, "")
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, dead, "", *TUNING)
     assert time.monotonic() - t < 2.5
     assert "python -m server --bind " + dead in str(e.value) and "`" not in str(e.value)
     assert not gimp2.gimp.log.messages     # a script gets the error status, no message box
@@ -172,7 +177,7 @@ def test_interactive_failure_is_a_message_not_a_traceback(gimp2):
     before, original = list(image.layers), layer.pixels()
     dead = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(gimp2.gimp.error):
-        getattr(gf.pdb, PROC)(image, layer, True, True, False, dead, "")   # remembers the address
+        getattr(gf.pdb, PROC)(image, layer, True, True, False, dead, "", *TUNING)   # remembers the address
     gimp2.gimp.log.reset()
     status, err = gf.run_procedure("python-fu-oldphoto-restore", gf.RUN_INTERACTIVE, image, layer)
     assert status == gf.PDB_SUCCESS and err == ""
@@ -180,25 +185,91 @@ def test_interactive_failure_is_a_message_not_a_traceback(gimp2):
     assert_untouched(gimp2, image, layer, before, original)
 
 
-def test_server_error_shown_nothing_half_made(gimp2, weights):
+@pytest.fixture(scope="module")
+def small_server(weights):
+    """A server that accepts at most 1000 pixels (its --max-pixels)."""
     pytest.importorskip("server.cli")
-    # a server whose size limit the photo exceeds: it answers with a typed error
     srv = ServerProcess(weights, extra_args=["--max-pixels", "1000"]).start()
-    try:
-        img, _ = photo(40, 60, 3, 6)
-        image, layer = make_image(gimp2, (60, 40), (60, 40), 3, (0, 0), img)
-        before, original = list(image.layers), layer.pixels()
-        with pytest.raises(gimp2.gimp.error) as e:
-            getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, srv.address, "")
-        # the server's own message, shown to the person
-        assert "server reported an error" in str(e.value) and "exceeds the server's limits" in str(e.value)
-        status, _ = gimp2.gimpfu.run_procedure("python-fu-oldphoto-restore", gimp2.gimpfu.RUN_INTERACTIVE,
-                                               image, layer)
-        assert "exceeds the server's limits" in gimp2.gimp.log.messages[-1]
-        assert_untouched(gimp2, image, layer, before, original)
-        assert srv.alive()
-    finally:
-        srv.stop()
+    yield srv
+    srv.stop()
+
+
+def test_layer_too_large_is_said_at_once_with_what_to_do(gimp2, small_server):
+    """The client asks the server's limits first: nothing is sent (ZeroMQ would drop an
+    oversized message without an answer) and the message says what to do."""
+    img, _ = photo(40, 60, 4, 6)
+    image, layer = make_image(gimp2, (60, 40), (60, 40), 4, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+    t = time.monotonic()
+    with pytest.raises(gimp2.gimp.error) as e:
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, small_server.address, "", *TUNING)
+    assert time.monotonic() - t < 2.0
+    text = str(e.value)
+    assert "60 x 40 pixels" in text and "nothing was sent" in text and small_server.address in text
+    assert "Image > Scale Image" in text and "python -m server --max-pixels 2400" in text
+    gimp2.gimp.log.reset()
+    gimp2.gimpfu.run_procedure("python-fu-oldphoto-restore", gimp2.gimpfu.RUN_INTERACTIVE, image, layer)
+    assert len(gimp2.gimp.log.messages) == 1 and "--max-pixels 2400" in gimp2.gimp.log.messages[0]
+    assert_untouched(gimp2, image, layer, before, original)
+    assert small_server.alive()
+
+
+def test_server_error_shown_nothing_half_made(gimp2, small_server, monkeypatch):
+    """A server whose info gives no limits (an older one) gets the request and answers
+    with a typed error: its own message reaches the person."""
+    import importlib
+    client = importlib.import_module("oldphoto_client")     # the copy installed beside the plug-in
+    monkeypatch.setattr(client.Client, "limits", lambda self: {})
+    img, _ = photo(40, 60, 3, 6)
+    image, layer = make_image(gimp2, (60, 40), (60, 40), 3, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+    with pytest.raises(gimp2.gimp.error) as e:
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, small_server.address, "", *TUNING)
+    # the server's own message, shown to the person
+    assert "server reported an error" in str(e.value) and "exceeds the server's limits" in str(e.value)
+    gimp2.gimpfu.run_procedure("python-fu-oldphoto-restore", gimp2.gimpfu.RUN_INTERACTIVE, image, layer)
+    assert "exceeds the server's limits" in gimp2.gimp.log.messages[-1]
+    assert_untouched(gimp2, image, layer, before, original)
+    assert small_server.alive()
+
+
+@pytest.mark.parametrize("address,meant", [
+    ("localhost:5587", "tcp://localhost:5587"), ("127.0.0.1:5587", "tcp://127.0.0.1:5587"),
+    ("tcp://127.0.0.1", "tcp://127.0.0.1:5587"), ("tcp://host:notaport", "1 to 65535")])
+def test_mistyped_address_is_said_at_once(gimp2, address, meant):
+    img, _ = photo(32, 48, 3, 15)
+    image, layer = make_image(gimp2, (48, 32), (48, 32), 3, (0, 0), img)
+    before, original = list(image.layers), layer.pixels()
+    t = time.monotonic()
+    with pytest.raises(gimp2.gimp.error) as e:
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, address, "", *TUNING)
+    assert time.monotonic() - t < 1.0
+    assert f"The server address {address} cannot work" in str(e.value) and meant in str(e.value)
+    assert_untouched(gimp2, image, layer, before, original)
+
+
+def test_restore_tuning_reaches_the_server(gimp2, server):
+    """Grow, tone matching and detail, changed from their defaults, give the model
+    package's result with those options."""
+    h, w = 40, 56
+    img, scratch = photo(h, w, 3, 16)
+    sel = scratch_selection(scratch, (h, w), (0, 0))
+    image, layer = make_image(gimp2, (w, h), (w, h), 3, (0, 0), img, sel)
+    before, original = list(image.layers), layer.pixels()
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", 3, False, 0.5)
+    want = reference(server.weights, img, sel, True, crop_plan(w, h, bbox(sel)),
+                     options={"grow": 3, "match_tone": False, "detail": 0.5})
+    check_success(gimp2, image, layer, before, original, want)
+    assert not np.array_equal(want, reference(server.weights, img, sel, True, crop_plan(w, h, bbox(sel))))
+
+
+@pytest.mark.parametrize("tuning,what", [((65, True, 1.0), "Grow scratch mask (px) must be from 0 to 64"),
+                                         ((0, True, 1.5), "Keep film grain/detail must be from 0.0 to 1.0")])
+def test_out_of_range_tuning_is_refused_by_name(gimp2, tuning, what):
+    img, _ = photo(24, 32, 3, 17)
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    with pytest.raises(gimp2.gimp.error, match=re.escape(what)):
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, "tcp://127.0.0.1:1", "", *tuning)
 
 
 def test_failure_while_adding_layer_leaves_nothing(gimp2, server, monkeypatch):
@@ -210,7 +281,7 @@ def test_failure_while_adding_layer_leaves_nothing(gimp2, server, monkeypatch):
         raise gimp2.gimp.error("disk full")
     monkeypatch.setattr(gimp2.gimp.Drawable, "merge_shadow", lambda self, undo=True: broken(self))
     with pytest.raises(gimp2.gimp.error):
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", *TUNING)
     assert image.layers == before and layer.pixels() == original
     # the group holds the insertion and its removal: consistent, and undoing it is a no-op
     assert not gimp2.gimp.log.warnings
@@ -238,7 +309,7 @@ def test_high_bit_depth_is_refused_with_reason(gimp2, server):
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
     layer.bpp = 6      # a 16-bit RGB layer: its pixel regions hold 2 bytes per channel
     with pytest.raises(gimp2.gimp.error) as e:
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "")
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", *TUNING)
     assert "8 bit integer" in str(e.value) and len(image.layers) == 2
 
 
@@ -248,7 +319,7 @@ def test_missing_pyzmq_names_python_and_command(gimp2, monkeypatch):
     img, _ = photo(24, 32, 3, 8)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
     with pytest.raises(gimp2.gimp.error) as e:
-        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, "tcp://127.0.0.1:1", "")
+        getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, "tcp://127.0.0.1:1", "", *TUNING)
     msg = str(e.value)
     assert sys.executable in msg and "-m pip install pyzmq msgpack" in msg
     assert len(image.layers) == 2
@@ -277,7 +348,7 @@ def test_last_values_remembered(gimp2, server):
     gf = gimp2.gimpfu
     img, _ = photo(24, 32, 3, 9)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gf.pdb, PROC)(image, layer, False, False, False, server.address, "")
+    getattr(gf.pdb, PROC)(image, layer, False, False, False, server.address, "", *TUNING)
     status, err = gf.run_procedure("python-fu-oldphoto-restore", gf.RUN_WITH_LAST_VALS, image, layer)
     assert status == gf.PDB_SUCCESS, err          # used the remembered address, not the default
     assert len(image.layers) == 4
@@ -314,7 +385,8 @@ def test_gimp_killing_the_plugin_mid_restore(tmp_path, server):
         def update(f):
             orig(f); print('progress', f, flush=True)
         gimp.progress_update = update
-        gimpfu.pdb.python_fu_oldphoto_restore(image, layer, True, True, False, {server.address!r})
+        gimpfu.pdb.python_fu_oldphoto_restore(image, layer, True, True, False, {server.address!r}, "",
+                                              *{TUNING!r})
         print('finished', flush=True)
     """)
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -326,6 +398,7 @@ def test_gimp_killing_the_plugin_mid_restore(tmp_path, server):
             break
     p.wait(30)
     assert p.returncode != 0 and not any("finished" in s for s in saw), saw
+    assert any(s.startswith("progress") for s in saw), saw     # it was killed mid-restore
     from server.client import Client
     c = Client(server.address)
     try:
@@ -342,7 +415,7 @@ def test_detect_scratches_only_when_server_offers(gimp2, server):
     would refuse an unknown option), and the dialog would not offer it."""
     img, _ = photo(24, 32, 3, 11)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, server.address, "", *TUNING)
     assert np.array_equal(np.frombuffer(image.layers[0].pixels(), np.uint8).reshape(img.shape),
                           reference(server.weights, img))
     assert "detect_scratches" not in gimp2.common.dialog_options(server.address)
@@ -351,7 +424,7 @@ def test_detect_scratches_only_when_server_offers(gimp2, server):
 def test_restoring_a_result_again_numbers_it(gimp2, server):
     img, _ = photo(24, 32, 3, 14)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, False, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, False, False, False, server.address, "", *TUNING)
     first = image.layers[0]
-    getattr(gimp2.gimpfu.pdb, PROC)(image, first, False, False, False, server.address, "")
+    getattr(gimp2.gimpfu.pdb, PROC)(image, first, False, False, False, server.address, "", *TUNING)
     assert [l.name for l in image.layers[:3]] == ["photo (restored 2)", "photo (restored)", "photo"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ..py27 import find_python27
+from .test_gimpfu_plugin import TUNING
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_PYC = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")   # Python 2 writes .pyc beside sources
@@ -82,10 +83,10 @@ def test_gimpfu_plugin_on_real_python27_against_server(tmp_path, server):
         "image.insert_layer(layer)\n"
         "layer.get_pixel_rgn(0, 0, 80, 60, True, False)[0:80, 0:60] = open(d + '/photo.raw', 'rb').read()\n"
         "image.selection.get_pixel_rgn(0, 0, 80, 60, True, False)[0:80, 0:60] = open(d + '/sel.raw', 'rb').read()\n"
-        "gimpfu.pdb.python_fu_oldphoto_restore(image, layer, True, True, False, %r)\n"
+        "gimpfu.pdb.python_fu_oldphoto_restore(image, layer, True, True, False, %r, '', *%r)\n"
         "assert [l.name for l in image.layers] == ['photo (restored)', 'photo']\n"
         "open(d + '/new.raw', 'wb').write(image.layers[0].pixels())\n"
-        "print(sys.version_info[:2])\n" % (str(stub), str(dest), str(tmp_path), server.address))
+        "print(sys.version_info[:2])\n" % (str(stub), str(dest), str(tmp_path), server.address, TUNING))
     r = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120, env=NO_PYC)
     assert r.returncode == 0 and "(2, 7)" in r.stdout, r.stdout + r.stderr
     got = np.frombuffer((tmp_path / "new.raw").read_bytes(), np.uint8).reshape(img.shape)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.client import (DEFAULT_ADDRESS, DEFAULT_PORT, START_HINT, Client, ClientError,
-                           ServerUnavailable, crop_plan)
+from server.client import (DEFAULT_ADDRESS, DEFAULT_PORT, START_HINT, BadAddress, Client, ClientError,
+                           ServerUnavailable, TooLarge, crop_plan, size_problem)
+from server.wire import AddressError, check_address
 
 from ..py27 import find_python27
 from .helpers import free_port, random_image, random_mask
@@ -140,3 +141,94 @@ def test_client_runs_on_python_2_7(address, reference, tmp_path):
     assert digest == hashlib.sha256(expected.tobytes()).hexdigest()
     assert device == "cpu"
     assert float(unavailable.split()[1]) < 3.0
+
+
+@pytest.mark.parametrize("address,meant", [
+    ("localhost:5587", "did you mean tcp://localhost:5587?"),
+    ("127.0.0.1:5587", "did you mean tcp://127.0.0.1:5587?"),
+    ("tcp://127.0.0.1", "lacks the port: did you mean tcp://127.0.0.1:5587?"),
+    ("tcp://host:notaport", "the port notaport is not a number from 1 to 65535"),
+    ("tcp://127.0.0.1:0", "not a number from 1 to 65535"),
+    ("tcp://:5587", "names no host"),
+    ("http://127.0.0.1:5587", "tcp://, ipc:// or inproc://"),
+    ("ipc://", "names no socket file"),
+    ("", "empty"),
+])
+def test_mistyped_address_is_a_typed_error_at_once(address, meant):
+    t0 = time.time()
+    with pytest.raises(BadAddress) as e:
+        Client(address)
+    assert time.time() - t0 < 0.5
+    assert e.value.code == "bad_address" and meant in e.value.message
+    with pytest.raises(AddressError):      # the same check, for the CLI and the plug-ins
+        check_address(address)
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:5587", " tcp://localhost:1 ", "tcp://[::1]:5587",
+                                     "ipc:///tmp/oldphoto.sock", "inproc://x"])
+def test_good_addresses_pass(address):
+    assert check_address(address) == address.strip()
+    assert check_address("tcp://127.0.0.1:*", connect=False) == "tcp://127.0.0.1:*"
+
+
+def test_failed_connect_never_blocks_close():
+    """An address ZeroMQ refuses at connect(): the socket is closed at once, so closing
+    the client (its context) returns instead of waiting forever."""
+    import threading
+    done = []
+
+    def run():
+        c = Client(DEFAULT_ADDRESS)
+        c.address = "localhost:5587"        # past the check: what ZeroMQ itself refuses
+        try:
+            c.ping(timeout=0.5)
+        except BadAddress as e:
+            done.append(e.message)
+        c.close()
+        done.append("closed")
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5.0)
+    assert done and done[-1] == "closed" and "cannot connect" in done[0], done
+
+
+@pytest.fixture(scope="module")
+def small_server(weights_path):
+    """A server that accepts at most 1000 pixels and 50 per side."""
+    from server.app import Server
+    from server.config import ServerConfig
+
+    from .conftest import make_restorer
+    srv = Server(ServerConfig(bind="tcp://127.0.0.1:*", max_pixels=1000, max_side=50), make_restorer(weights_path))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("w,h,c,flags", [(200, 200, 4, "--max-pixels 40000 --max-side 200"),
+                                          (40, 30, 3, "--max-pixels 1200"),
+                                          (60, 10, 1, "--max-side 60")])
+def test_image_beyond_the_limits_is_refused_before_sending(small_server, w, h, c, flags):
+    """200x200 RGBA is beyond ZeroMQ's message cap there: sent, it would be dropped
+    without any answer. The client asks ``info`` for the limits and says what to do."""
+    with Client(small_server.endpoint, timeout=30) as cl:
+        t0 = time.time()
+        with pytest.raises(TooLarge) as e:
+            cl.restore(bytes(w * h * c), w, h, c)
+        assert time.time() - t0 < 2.0
+        assert e.value.code == "too_large" and (e.value.width, e.value.height) == (w, h)
+        assert e.value.max_pixels == 1000 and e.value.max_side == 50
+        assert f"{w}x{h} pixels" in e.value.message and "python -m server " + flags in e.value.message
+        with pytest.raises(TooLarge):
+            cl.echo(bytes(w * h * c), w, h, c)
+        assert len(cl.echo(bytes(20 * 20 * c), 20, 20, c)) == 20 * 20 * c    # what fits still goes
+
+
+def test_size_problem_follows_each_limit():
+    limits = {"max_pixels": 100, "max_side": 20, "max_frame_bytes": 300, "max_message_bytes": 450}
+    assert size_problem(10, 10, 3, True, limits) == ""
+    assert "side" in size_problem(21, 2, 1, False, limits)
+    assert "101 pixels" in size_problem(101, 1, 1, False, {"max_pixels": 100})
+    assert "frame" in size_problem(10, 10, 4, False, limits)
+    assert "request" in size_problem(10, 10, 3, True, limits, header_bytes=100)
+    assert size_problem(10 ** 5, 10 ** 5, 4, True, {}) == ""     # a server that gives no limits

@@ -99,6 +99,12 @@ class OldPhotoRestore(Gimp.PlugIn):
             arg = opt.replace("_", "-")
             if typ is bool:
                 proc.add_boolean_argument(arg, label, desc, default, flags)
+            elif typ is int:
+                lo, hi, _step = common.RANGES[opt]
+                proc.add_int_argument(arg, label, desc, lo, hi, default, flags)
+            elif typ is float:
+                lo, hi, _step = common.RANGES[opt]
+                proc.add_double_argument(arg, label, desc, lo, hi, default, flags)
             else:
                 proc.add_string_argument(arg, label, desc, default, flags)
         return proc
@@ -151,9 +157,12 @@ class OldPhotoRestore(Gimp.PlugIn):
             config.connect("notify::" + prop, refresh)
         if has_selection:
             dialog.set_sensitive("restrict-to-selection", True, config, "use-selection", False)
-        else:   # nothing to use or restrict to: both boxes are moot
-            dialog.set_sensitive("use-selection", False, None, None, False)
-            dialog.set_sensitive("restrict-to-selection", False, None, None, False)
+            dialog.set_sensitive("grow", True, config, "use-selection", False)
+            # tone matching belongs to the blend through the selection
+            dialog.set_sensitive("match-tone", True, config, "restrict-to-selection", False)
+        else:   # nothing to use or restrict to: the mask's options are moot
+            for prop in ("use-selection", "restrict-to-selection", "grow", "match-tone"):
+                dialog.set_sensitive(prop, False, None, None, False)
         shown = common.dialog_options(address, status=status)
         dialog.fill(["oldphoto-mode"] + [n.replace("_", "-") for n in shown] + ["oldphoto-server"])
         ok = dialog.run()

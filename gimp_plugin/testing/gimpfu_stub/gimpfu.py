@@ -13,12 +13,16 @@ NORMAL_MODE = 0
 PDB_SUCCESS, PDB_EXECUTION_ERROR, PDB_CALLING_ERROR, PDB_CANCEL = "success", "execution-error", "calling-error", "cancel"
 
 (PF_INT32, PF_FLOAT, PF_STRING, PF_IMAGE, PF_LAYER, PF_CHANNEL, PF_DRAWABLE, PF_TOGGLE,
- PF_BOOL) = ("int32", "float", "string", "image", "layer", "channel", "drawable", "toggle", "toggle")
+ PF_BOOL, PF_SLIDER, PF_SPINNER) = ("int32", "float", "string", "image", "layer", "channel", "drawable",
+                                    "toggle", "toggle", "slider", "spinner")
+# as in gimpfu: a slider is a PDB float, a spinner a PDB int32; both need (min, max, step)
 _PF_TYPES = {PF_INT32: int, PF_FLOAT: float, PF_STRING: str, PF_IMAGE: gimp.Image,
-             PF_LAYER: gimp.Layer, PF_CHANNEL: gimp.Channel, PF_DRAWABLE: gimp.Drawable, PF_TOGGLE: bool}
+             PF_LAYER: gimp.Layer, PF_CHANNEL: gimp.Channel, PF_DRAWABLE: gimp.Drawable, PF_TOGGLE: bool,
+             PF_SLIDER: float, PF_SPINNER: int}
+_RANGED = (PF_SLIDER, PF_SPINNER)
 
-_registered = {}
-_shelf = {}          # last values per procedure (gimpfu keeps them with gimp_set_data)
+_registered = {}  # type: dict
+_shelf = {}  # type: dict  # last values per procedure (gimpfu keeps them with gimp_set_data)
 state = {"main_called": False}
 
 
@@ -36,6 +40,11 @@ def register(proc_name, blurb, help, author, copyright, date, label, imagetypes,
             raise CallingError("parameter types must be PF_* constants: %r" % (p,))
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", p[1]):
             raise CallingError("parameter name contains illegal characters: %r" % p[1])
+        if p[0] in _RANGED:   # gimpfu's dialog builds the widget from (min, max, step)
+            if len(p) < 5 or len(p[4]) != 3 or not all(isinstance(v, (int, float)) for v in p[4]):
+                raise CallingError("%s needs (min, max, step) as its 5th element: %r" % (p[0], p))
+            if not p[4][0] <= p[3] <= p[4][1]:
+                raise CallingError("default of %s is outside (min, max): %r" % (p[1], p))
     if not callable(function):
         raise CallingError("function is not callable")
     if menu is not None and not menu.startswith("<"):
@@ -96,7 +105,9 @@ def run_procedure(proc_name, run_mode, *args):
     else:
         values = list(_shelf.get(proc_name) or [p[3] for p in params[2:]])
     for p, v in zip(params[2:], values):
-        if not isinstance(v, _PF_TYPES[p[0]]) and not (p[0] == PF_TOGGLE and isinstance(v, int)):
+        ok = isinstance(v, _PF_TYPES[p[0]]) and not (p[0] == PF_SPINNER and isinstance(v, bool))
+        ok = ok or (p[0] == PF_TOGGLE and isinstance(v, int)) or (p[0] == PF_SLIDER and isinstance(v, int))
+        if not ok:
             return PDB_CALLING_ERROR, "parameter %s has the wrong type %s" % (p[1], type(v).__name__)
     _shelf[proc_name] = values
 
@@ -176,5 +187,6 @@ gimp.pdb = pdb
 
 __all__ = ["gimp", "pdb", "register", "main", "CallingError", "RUN_INTERACTIVE", "RUN_NONINTERACTIVE",
            "RUN_WITH_LAST_VALS", "NORMAL_MODE", "PF_INT32", "PF_FLOAT", "PF_STRING", "PF_IMAGE",
-           "PF_LAYER", "PF_CHANNEL", "PF_DRAWABLE", "PF_TOGGLE", "PF_BOOL", "RGB", "GRAY", "INDEXED",
+           "PF_LAYER", "PF_CHANNEL", "PF_DRAWABLE", "PF_TOGGLE", "PF_BOOL", "PF_SLIDER", "PF_SPINNER",
+           "RGB", "GRAY", "INDEXED",
            "RGB_IMAGE", "RGBA_IMAGE", "GRAY_IMAGE", "GRAYA_IMAGE", "INDEXED_IMAGE", "INDEXEDA_IMAGE"]

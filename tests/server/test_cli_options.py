@@ -1,0 +1,119 @@
+"""``python -m server restore``/``info``: mistyped addresses, images beyond the server's
+limits, the restore tuning flags and 16-bit photos (a real server on loopback)."""
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oldphoto_model import RestoreOptions
+from server.cli import main, restore_parser
+from server.protocol import OPTIONS
+
+from . import test_client
+from .helpers import random_image, random_mask
+
+small_server = test_client.small_server     # the fixture: a server that takes at most 1000 pixels
+
+
+@pytest.mark.parametrize("address,meant", [
+    ("localhost:5587", "did you mean tcp://localhost:5587?"), ("127.0.0.1:5587", "did you mean tcp://127.0.0.1:5587?"),
+    ("tcp://127.0.0.1", "did you mean tcp://127.0.0.1:5587?"), ("tcp://host:notaport", "from 1 to 65535")])
+@pytest.mark.parametrize("command", ["restore", "info"])
+def test_mistyped_address_is_a_usage_error_at_once(tmp_path, capsys, address, meant, command):
+    src = tmp_path / "in.png"
+    Image.fromarray(random_image(1, 8, 8, 3)).save(src)
+    args = ["restore", str(src), str(tmp_path / "out.png")] if command == "restore" else ["info"]
+    t = time.monotonic()
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--address", address])
+    assert e.value.code == 2 and time.monotonic() - t < 1.0
+    err = capsys.readouterr().err
+    assert f"argument --address: server address {address}" in err and meant in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_image_beyond_the_server_limits_is_said_at_once(small_server, tmp_path, capsys):
+    """200x120 RGB: a frame beyond what ZeroMQ lets through to this server, so it would be
+    dropped without an answer; the client asks the limits first and says what to do."""
+    src = tmp_path / "big.png"
+    Image.fromarray(random_image(2, 120, 200, 3)).save(src)
+    t = time.monotonic()
+    assert main(["restore", str(src), str(tmp_path / "out.png"), "--address", small_server.endpoint]) == 1
+    assert time.monotonic() - t < 3.0
+    err = capsys.readouterr().err
+    assert "200x120 pixels" in err and "Scale it down" in err
+    assert "python -m server --max-pixels 24000 --max-side 200" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_restore_tuning_flags_come_from_the_protocol():
+    ns = restore_parser().parse_args(["in.png", "out.png"])
+    for name, (_typ, default, _help) in OPTIONS.items():
+        assert getattr(ns, name) == default == getattr(RestoreOptions(), name)
+    ns = restore_parser().parse_args(["in.png", "out.png", "--grow", "3", "--no-match-tone", "--detail", "0.5"])
+    assert (ns.grow, ns.match_tone, ns.detail) == (3, False, 0.5)
+
+
+@pytest.mark.parametrize("via", ["server", "in-process"])
+def test_restore_tuning_flags_reach_the_model(address, weights_path, reference, tmp_path, via):
+    img, mask = random_image(5, 32, 40, 3), random_mask(5, 32, 40)
+    src, msk, dst = tmp_path / "in.png", tmp_path / "mask.png", tmp_path / "out.png"
+    Image.fromarray(img).save(src)
+    Image.fromarray(mask).save(msk)
+    args = ["restore", str(src), str(dst), "--mask", str(msk), "--restrict-to-mask", "--grow", "3",
+            "--no-match-tone", "--detail", "0.5"]
+    args += ["--address", address] if via == "server" else ["--in-process", "--weights", str(weights_path),
+                                                            "--device", "cpu", "--precision", "fp32"]
+    assert main(args) == 0
+    want = reference.restore(img, mask, RestoreOptions(restrict_to_mask=True, grow=3, match_tone=False, detail=0.5))
+    np.testing.assert_array_equal(np.asarray(Image.open(dst)), want)
+    assert not np.array_equal(want, reference.restore(img, mask, RestoreOptions(restrict_to_mask=True)))
+
+
+def write_png16(path: Path, arr: np.ndarray) -> None:
+    """A 16-bit PNG (gray, or RGB), written by hand: Pillow cannot write 16-bit RGB."""
+    h, w = arr.shape[:2]
+    color = 2 if arr.ndim == 3 else 0
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("via", ["server", "in-process"])
+@pytest.mark.parametrize("channels", [1, 3], ids=["gray16", "rgb16"])
+def test_16_bit_photos_say_what_happened_and_keep_16_bits_in_process(address, weights_path, reference, tmp_path,
+                                                                    capsys, via, channels):
+    """Through the server (8-bit wire format) 16-bit gray and RGB are both restored in
+    8 bits, with a note; in-process 16-bit gray keeps its 16 bits (the restore contract
+    takes uint16), 16-bit RGB cannot (Pillow reads it as 8 bits) and says so."""
+    rng = np.random.default_rng(channels)
+    deep = rng.integers(0, 65536, (24, 20, channels) if channels == 3 else (24, 20), dtype=np.uint16)
+    src, dst = tmp_path / "scan.png", tmp_path / "out.png"
+    write_png16(src, deep)
+    args = ["restore", str(src), str(dst)]
+    args += ["--address", address] if via == "server" else ["--in-process", "--weights", str(weights_path),
+                                                            "--device", "cpu", "--precision", "fp32"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    out = Image.open(dst)
+    if channels == 1 and via == "in-process":
+        assert f"{src} has 16 bits per channel; restored in 16 bits" in err
+        assert out.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(out), reference.restore(deep))
+        return
+    assert f"{src} has 16 bits per channel; restored in 8 bits" in err
+    assert ("Pillow reads 16-bit color as 8 bits" if channels == 3 else "only by --in-process") in err
+    assert out.mode == ("RGB" if channels == 3 else "L")
+    # 8 bits as Pillow reads 16-bit RGB (the high byte); gray scaled to the same range
+    eight = (deep >> 8).astype(np.uint8) if channels == 3 else np.rint(deep / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(out).reshape(24, 20, channels),
+                                  reference.restore(eight.reshape(24, 20, channels)))
