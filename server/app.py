@@ -29,10 +29,12 @@ from .config import ServerConfig
 from .protocol import ProtocolError
 from .worker import Busy, Job, Worker
 from . import keys
+from .peers import MONITOR_EVENTS, Connections, UnreadReplies, mb
 
 log = logging.getLogger("oldphoto.server")
 
 _BATCH = 64   # messages handled per socket per loop turn, so neither side starves
+_SWEEP_S = 0.25   # how often idle and over-the-cap connections are looked for
 
 
 def weights_identity(restorer: Restorer) -> dict[str, Any]:
@@ -121,6 +123,9 @@ class Server:
         self.public_key: Optional[str] = None     # the CURVE public key, when CURVE is on
         self._hurry = threading.Event()
         self.worker_stuck = False   # after shutdown: a model step outlived shutdown_grace
+        self._monitor: Optional[zmq.Socket] = None
+        self.connections: Optional[Connections] = None
+        self.unread = UnreadReplies()
 
     # -- lifecycle -------------------------------------------------------------
     def bind(self) -> str:
@@ -133,6 +138,14 @@ class Server:
         r.setsockopt(zmq.ROUTER_MANDATORY, 1)       # gone peers raise instead of vanishing silently
         r.setsockopt(zmq.MAXMSGSIZE, max(self.config.max_frame_bytes, self.config.max_header_bytes))
         r.setsockopt(zmq.RCVHWM, 4)                 # requests one peer may have waiting in libzmq
+        # every connection's accept and disconnect, with its file descriptor (server.peers)
+        monitor_address = f"inproc://oldphoto-monitor-{uuid.uuid4().hex}"
+        r.monitor(monitor_address, MONITOR_EVENTS)
+        self._monitor = self.net_context.socket(zmq.PAIR)
+        self._monitor.setsockopt(zmq.LINGER, 0)
+        self._monitor.setsockopt(zmq.RCVHWM, 0)    # a lost disconnect event would leak a slot
+        self._monitor.connect(monitor_address)
+        self.connections = Connections(self.config.max_peers, self.config.idle_timeout)
         if self.config.uses_curve:
             self.public_key, secret = keys.server_keypair(self.config.key_dir)
             r.curve_server = True
@@ -141,6 +154,9 @@ class Server:
         try:
             r.bind(self.config.bind)
         except zmq.ZMQError as e:
+            r.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
             r.close(0)
             raise OSError(f"cannot listen on {self.config.bind}: {e}") from None
         self._router = r
@@ -191,13 +207,20 @@ class Server:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        next_sweep = time.monotonic()
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))   # wake up regularly to see stop()
+                if self._monitor in ready:       # before requests: they look their connection up
+                    _drain(self._monitor, self.connections.monitor_event)
                 if self._events in ready:
                     _drain(self._events, self._forward)
                 if self._router in ready:
-                    _drain(self._router, lambda parts: self._handle(parts[0].bytes, parts[1:]))
+                    _drain(self._router, self._receive)
+                if time.monotonic() >= next_sweep:
+                    self.connections.sweep(self._worker.identities_with_jobs())
+                    next_sweep = time.monotonic() + _SWEEP_S
         finally:
             self._close()
 
@@ -222,10 +245,14 @@ class Server:
                     running.request_id, E_CANCELLED, "the server is shutting down", job=running.id))
             self._router.setsockopt(zmq.LINGER, 1000)   # let the final replies leave
         self._worker = None
-        for s in (self._router, self._events):
+        if self._router is not None and self._monitor is not None:
+            self._router.disable_monitor()
+        for s in (self._router, self._events, self._monitor):
             if s is not None:
                 s.close()
-        self._router = self._events = None
+        self._router = self._events = self._monitor = None
+        if self.connections is not None:
+            self.connections.close()
         self.net_context.term()      # returns once the final replies left (LINGER: at most 1 s)
         if not stuck:   # term() would wait forever for a worker stuck inside one huge layer
             self.context.term()
@@ -234,16 +261,37 @@ class Server:
     # -- sending -----------------------------------------------------------------
     def _send(self, identity: bytes, header: bytes, frames: Sequence = (), job_id: Optional[str] = None) -> bool:
         """Send without blocking; False when the peer is gone or not reading (its
-        job, if any, is then cancelled: nobody is waiting for it)."""
+        job, if any, is then cancelled: nobody is waiting for it). Data frames are
+        counted as unread until libzmq has passed them on (server.peers)."""
+        data = self.unread.tracked(frames)
         try:
-            self._router.send_multipart([identity, header, *frames], zmq.NOBLOCK, copy=False)
-            return True
+            self._router.send_multipart([identity, header, *data], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as e:
             if e.errno not in (errno.EHOSTUNREACH, zmq.EAGAIN):
                 log.warning("cannot send a reply: %s", e)
             if job_id is not None and self._worker is not None:
                 self._worker.cancel(job_id, "client disconnected")
             return False
+        self.unread.sent(identity, data)
+        if self.connections is not None:
+            self.connections.replied(identity)
+        return True
+
+    def _unread_refusal(self, identity: bytes, size: int) -> Optional[str]:
+        """Why a request whose reply holds ``size`` bytes must wait (None: it may go):
+        the replies this connection has not read, with the results its jobs will
+        send, or those of all connections, would exceed their caps."""
+        mine = self.unread.pending(identity) + self._worker.owed_bytes(identity)
+        cap = self.config.unread_cap
+        if mine + size > cap:
+            return (f"this connection has {mb(mine)} of replies unread or on their way; with this "
+                    f"one's {mb(size)} that exceeds {mb(cap)}: read them first")
+        everyone = self.unread.total()
+        cap = self.config.unread_total_cap
+        if everyone + size > cap:
+            return (f"the server holds {mb(everyone)} of replies that clients have not read (at most "
+                    f"{mb(cap)}): try again later")
+        return None
 
     def _forward(self, parts: list) -> None:
         """A worker message ``[job_id, identity, header, *frames]`` to its client."""
@@ -251,6 +299,27 @@ class Server:
         self._send(parts[1].bytes, parts[2], parts[3:], job_id)
 
     # -- requests ----------------------------------------------------------------
+    def _receive(self, parts: list) -> None:
+        """One message from the ROUTER socket: ``[identity, *frames]``."""
+        identity = parts[0].bytes
+        try:
+            fd = parts[0].get(zmq.SRCFD)    # the connection it came on (deprecated in libzmq, not removed)
+        except zmq.ZMQError:
+            fd = -1
+        busy = self.connections.request(identity, fd)
+        if busy is not None:       # over the peer cap: told the truth, then closed
+            self.stats["requests"] += 1
+            self.stats["errors"] += 1
+            rid = None
+            if parts[1:] and len(parts[1]) > 0:
+                try:
+                    rid = protocol.parse_request(parts[1:2], self.config).id
+                except ProtocolError as e:
+                    rid = e.request_id
+            self._send(identity, protocol.error_reply(rid, E_BUSY, busy))
+            return
+        self._handle(identity, parts[1:])
+
     def _handle(self, identity: bytes, frames: list) -> None:
         self.stats["requests"] += 1
         rid = None
@@ -281,6 +350,10 @@ class Server:
         elif op == protocol.OP_INFO:
             self._send(identity, protocol.reply(req.id, T_OK, **self.info()))
         elif op == protocol.OP_ECHO:
+            why = self._unread_refusal(identity, req.image.nbytes)
+            if why is not None:
+                self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
+                return
             self._send(identity, protocol.reply(req.id, T_OK, width=req.image.shape[1],
                                                 height=req.image.shape[0], channels=req.image.shape[2]),
                        [frames[1]])
@@ -295,6 +368,10 @@ class Server:
                     removed.request_id, E_CANCELLED, "cancelled while queued", job=removed.id))
             self._send(identity, protocol.reply(req.id, T_OK, job=req.job, state=state))
         elif op == protocol.OP_RESTORE:
+            why = self._unread_refusal(identity, req.image.nbytes)
+            if why is not None:
+                self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
+                return
             job = Job(identity, req.id, req.image, req.mask, req.options)
             try:
                 ahead = self._worker.submit(job)
@@ -317,7 +394,10 @@ class Server:
             "curve": self.public_key is not None,
             "limits": {"max_pixels": c.max_pixels, "max_side": c.max_side, "queue_size": c.queue_size,
                        "max_header_bytes": c.max_header_bytes, "max_frame_bytes": c.max_frame_bytes,
-                       "max_message_bytes": c.max_message_bytes, "max_jobs_per_client": c.max_jobs_per_client},
+                       "max_message_bytes": c.max_message_bytes, "max_jobs_per_client": c.max_jobs_per_client,
+                       "max_peers": self.connections.cap if self.connections else c.max_peers,
+                       "idle_timeout": c.idle_timeout, "max_unread_bytes": c.unread_cap,
+                       "max_unread_total_bytes": c.unread_total_cap},
             "ops": list(OPS),
             "channels": [1, 2, 3, 4],
             "dtypes": [DTYPE_U8],
@@ -325,5 +405,6 @@ class Server:
                         for k, (t, d, h) in protocol.OPTIONS.items()},
             "queue": w.queue_state() if w else {"queued": 0, "running": 0},
             "stats": w.stats_snapshot() if w else {},
+            "peers": self.connections.peers() if self.connections else 0,
             "time": time.time(),
         }

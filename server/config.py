@@ -38,6 +38,18 @@ class ServerConfig:
         "largest msgpack header accepted"))
     max_jobs_per_client: int = field(default=2, metadata=_opt(
         "restore jobs one connection may have waiting or running; more answer 'busy'"))
+    max_peers: int = field(default=64, metadata=_opt(
+        "connections served at once; requests on further ones answer 'busy' and those connections "
+        "are closed (lowered to what the open-file limit allows)"))
+    idle_timeout: float = field(default=300.0, metadata=_opt(
+        "seconds after which a connection that has neither sent nor been sent anything, and has no "
+        "job, is closed (0: never)"))
+    max_unread_bytes: int = field(default=0, metadata=_opt(
+        "bytes of replies one connection may leave unread, counting the results its jobs will send; "
+        "echo and restore requests beyond that answer 'busy' (0: max_jobs_per_client results at the "
+        "pixel limit)"))
+    max_unread_total_bytes: int = field(default=0, metadata=_opt(
+        "the same for all connections together (0: four times max_unread_bytes)"))
     shutdown_grace: float = field(default=10.0, metadata=_opt(
         "seconds shutdown waits for a running model step before exiting anyway"))
     allow_remote: bool = field(default=False, metadata=_opt(
@@ -51,10 +63,11 @@ class ServerConfig:
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot work."""
-        for name in ("max_pixels", "max_side", "max_header_bytes", "max_jobs_per_client"):
+        for name in ("max_pixels", "max_side", "max_header_bytes", "max_jobs_per_client", "max_peers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("queue_size", "shutdown_grace"):
+        for name in ("queue_size", "shutdown_grace", "idle_timeout", "max_unread_bytes",
+                     "max_unread_total_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.bind.startswith(("tcp://", "ipc://", "inproc://")):
@@ -76,6 +89,18 @@ class ServerConfig:
     def max_message_bytes(self) -> int:
         """Largest whole request: header, RGBA pixels and mask at the pixel limit."""
         return self.max_header_bytes + self.max_pixels * 5
+
+    @property
+    def unread_cap(self) -> int:
+        """Bytes of replies one connection may leave unread (max_unread_bytes or its default);
+        never below one largest reply, which could otherwise never be sent."""
+        cap = self.max_unread_bytes or self.max_jobs_per_client * self.max_frame_bytes
+        return max(cap, self.max_frame_bytes)
+
+    @property
+    def unread_total_cap(self) -> int:
+        """Bytes of replies all connections together may leave unread."""
+        return max(self.max_unread_total_bytes or 4 * self.unread_cap, self.unread_cap)
 
     @property
     def uses_curve(self) -> bool:

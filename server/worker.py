@@ -115,6 +115,21 @@ class Worker(threading.Thread):
         with self._cond:
             return dict(self.stats)
 
+    def owed_bytes(self, identity: bytes) -> int:
+        """Bytes of the results still to come for ``identity``'s waiting and running jobs
+        (a result is as big as its image)."""
+        with self._cond:
+            jobs = list(self._queue) + ([self._current] if self._current is not None else [])
+            return sum(j.image.nbytes for j in jobs if j.identity == identity)
+
+    def identities_with_jobs(self) -> set:
+        """The routing ids of every client with a job waiting or running."""
+        with self._cond:
+            ids = {j.identity for j in self._queue}
+            if self._current is not None:
+                ids.add(self._current.identity)
+            return ids
+
     def queue_state(self) -> dict[str, int]:
         """How many jobs wait and whether one runs."""
         with self._cond:

@@ -1,9 +1,15 @@
 """Hostile and unlucky clients (issue 11), each with real sockets on loopback or ipc."""
 from __future__ import annotations
 
+import os
+import resource
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -12,11 +18,11 @@ import zmq
 from gimp_plugin.testing.server_process import ServerProcess
 from server import client as proto
 from server.app import Server
-from server.client import Client, SecurityError
+from server.client import Client, ClientError, SecurityError, ServerError
 from server.config import ServerConfig
 
 from .conftest import make_restorer
-from .helpers import TEST_LIMITS, random_image
+from .helpers import TEST_LIMITS, free_port, random_image
 from .test_jobs import BIG, _final, _send_restore, _wait_for
 
 
@@ -96,6 +102,159 @@ def test_message_over_the_total_cap_is_refused(own_server):
     assert reply["code"] == proto.E_FRAME_COUNT
     with Client(srv.endpoint) as cl:
         assert cl.ping()["type"] == "ok"
+
+
+# -- 3: replies a client never reads are bounded in bytes -----------------------------------------
+def _rss_mb(pid="self") -> float:
+    """Resident memory of a process (/proc/PID/status VmRSS) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_unread_replies_are_bounded_in_bytes(own_server):
+    """80 echo replies of 4 MB that the client does not read: the server used to keep
+    all of them (+306 MB here; the issue's 300 x 16.8 MB: +3.8 GB); now the fourth one
+    over 12 MB is refused 'busy' and memory stays flat."""
+    srv = own_server(max_unread_bytes=12_000_000)         # 3 replies at the pixel limit (4 MB each)
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 1)           # this client's libzmq stops reading too: replies wait in the server
+    s.setsockopt(zmq.RCVBUF, 1 << 16)
+    s.connect(srv.endpoint)
+    payload = os.urandom(4_000_000)
+    n = 80
+    try:
+        time.sleep(0.2)
+        before, seen = _rss_mb(), srv.stats["requests"]
+        for i in range(n):
+            s.send_multipart([pack({"v": 1, "op": "echo", "id": i, "width": 1000, "height": 1000,
+                                    "channels": 4}), payload], copy=False)
+        deadline = time.time() + 30
+        while srv.stats["requests"] - seen < n and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        grown = _rss_mb() - before
+        assert srv.unread.total() <= 12_000_000
+        kinds = []
+        for _ in range(n):
+            assert s.poll(10_000), "a reply is missing"
+            h = proto.unpack_header(s.recv_multipart()[0])
+            kinds.append(h["type"] if h["type"] == "ok" else h["code"])
+            if h["type"] == "error":
+                assert "unread" in h["message"] and "12.0 MB" in h["message"], h
+    finally:
+        s.close(0)
+        ctx.term()
+    assert grown < 80, f"server and client grew by {grown:.0f} MB with {n} unread 4 MB replies"
+    assert set(kinds) == {"ok", proto.E_BUSY} and kinds.count("ok") <= 8, kinds
+    with Client(srv.endpoint) as cl:                      # read replies make room again
+        assert cl.echo(payload, 1000, 1000, 4) == payload
+
+
+# -- 5: idle connections, peer cap, 'busy' instead of silence ------------------------------------------
+def test_idle_connections_are_closed_and_the_peer_cap_says_busy(own_server):
+    srv = own_server(max_peers=3, idle_timeout=1.0)
+    idle = [Client(srv.endpoint) for _ in range(3)]
+    try:
+        for cl in idle:
+            assert cl.ping()["type"] == "ok"
+        with pytest.raises(ServerError) as e:               # the fourth connection: the truth, at once
+            with Client(srv.endpoint) as late:
+                late.ping()
+        assert e.value.code == proto.E_BUSY and "connections" in str(e.value)
+        deadline = time.time() + 10
+        while srv.connections.timed_out < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        assert srv.connections.timed_out >= 3
+        with Client(srv.endpoint) as late:
+            assert late.ping()["type"] == "ok"
+        assert idle[0].ping()["type"] == "ok"             # a closed client's DEALER just reconnects
+    finally:
+        for cl in idle:
+            cl.close()
+
+
+def test_a_client_waiting_for_its_job_is_not_idle(own_server):
+    """b hears nothing while a's job runs: closing its connection then would lose its
+    result (its DEALER would come back under another routing id)."""
+    srv = own_server(idle_timeout=0.2)
+    with Client(srv.endpoint) as a, Client(srv.endpoint) as b:
+        rid_a = _send_restore(a, random_image(11, 160, 160, 3))
+        _wait_for(a, rid_a, "progress", "start")
+        rid_b = _send_restore(b, random_image(12, 16, 16, 3))   # waits silently behind a's job
+        assert _final(a, rid_a, 60)["type"] == "ok"
+        final = _final(b, rid_b, 60)
+    assert final["type"] == "ok" and final["queued_seconds"] > 0.4, final
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_hundreds_of_idle_connections_under_a_low_fd_limit(weights_path):
+    """300 idle TCP connections against a server allowed 160 open files: it used to
+    run out of descriptors, spin a core at 100 % and leave new clients with 'no server
+    answers'. Now it stays idle, says 'busy', and serves again once they time out."""
+    limit = 160
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--bind", address, "--weights", str(weights_path), "--device", "cpu",
+         "--precision", "fp32", "--max-peers", "40", "--idle-timeout", "5"],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    held = []
+    try:
+        _ping_until(address, proc, lambda r: r == "ok", 120)
+        for _ in range(300):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+            held.append(c)
+        _ping_until(address, proc, lambda r: r == proto.E_BUSY, 20)      # not "no server"
+        cpu = _cpu_seconds(proc.pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(proc.pid) - cpu < 0.1, "the server spins with idle connections"
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) < limit
+        _ping_until(address, proc, lambda r: r == "ok", 30)               # they timed out
+        closed = 0
+        for c in held:
+            try:
+                while c.recv(4096):
+                    pass
+                closed += 1                    # end of file: the server closed it
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed += 1
+        assert closed >= 250, closed
+    finally:
+        for c in held:
+            c.close()
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode(errors="replace")
+    assert "Traceback" not in out and "Assertion" not in out, out[-1500:]
+
+
+def _ping_until(address: str, proc, wanted, timeout: float) -> None:
+    """Ping with a new client until ``wanted(result)`` ('ok' or an error code)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        assert proc.poll() is None, "the server exited"
+        try:
+            with Client(address) as cl:
+                last = cl.ping()["type"]
+        except ClientError as e:
+            last = e.code
+        if wanted(last):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"ping kept answering {last!r}")
 
 
 # -- 4: shutdown tells everyone ------------------------------------------------------------------
