@@ -208,18 +208,20 @@ class Server:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
+        monitor, connections, worker = self._monitor, self.connections, self._worker
+        assert monitor is not None and connections is not None and worker is not None   # bind() made them
         next_sweep = time.monotonic()
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))   # wake up regularly to see stop()
-                if self._monitor in ready:       # before requests: they look their connection up
-                    _drain(self._monitor, self.connections.monitor_event)
+                if monitor in ready:             # before requests: they look their connection up
+                    _drain(monitor, connections.monitor_event)
                 if self._events in ready:
                     _drain(self._events, self._forward)
                 if self._router in ready:
                     _drain(self._router, self._receive)
                 if time.monotonic() >= next_sweep:
-                    self.connections.sweep(self._worker.identities_with_jobs())
+                    connections.sweep(worker.identities_with_jobs())
                     next_sweep = time.monotonic() + _SWEEP_S
         finally:
             self._close()
@@ -281,7 +283,8 @@ class Server:
         """Why a request whose reply holds ``size`` bytes must wait (None: it may go):
         the replies this connection has not read, with the results its jobs will
         send, or those of all connections, would exceed their caps."""
-        mine = self.unread.pending(identity) + self._worker.owed_bytes(identity)
+        owed = self._worker.owed_bytes(identity) if self._worker is not None else 0
+        mine = self.unread.pending(identity) + owed
         cap = self.config.unread_cap
         if mine + size > cap:
             return (f"this connection has {mb(mine)} of replies unread or on their way; with this "
@@ -306,7 +309,7 @@ class Server:
             fd = parts[0].get(zmq.SRCFD)    # the connection it came on (deprecated in libzmq, not removed)
         except zmq.ZMQError:
             fd = -1
-        busy = self.connections.request(identity, fd)
+        busy = self.connections.request(identity, fd) if self.connections is not None else None
         if busy is not None:       # over the peer cap: told the truth, then closed
             self.stats["requests"] += 1
             self.stats["errors"] += 1
@@ -350,7 +353,7 @@ class Server:
         elif op == protocol.OP_INFO:
             self._send(identity, protocol.reply(req.id, T_OK, **self.info()))
         elif op == protocol.OP_ECHO:
-            why = self._unread_refusal(identity, req.image.nbytes)
+            why = self._unread_refusal(identity, len(frames[1]))   # the reply is as big as the pixels
             if why is not None:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
                 return
@@ -368,7 +371,7 @@ class Server:
                     removed.request_id, E_CANCELLED, "cancelled while queued", job=removed.id))
             self._send(identity, protocol.reply(req.id, T_OK, job=req.job, state=state))
         elif op == protocol.OP_RESTORE:
-            why = self._unread_refusal(identity, req.image.nbytes)
+            why = self._unread_refusal(identity, len(frames[1]))   # the reply is as big as the pixels
             if why is not None:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
                 return

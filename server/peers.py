@@ -37,8 +37,10 @@ CLOSING_FORGET = 5.0   # a closed connection whose disconnect event never came i
 
 
 def mb(n: int) -> str:
-    """Bytes as megabytes for messages."""
-    return f"{n / 1e6:.1f} MB"
+    """A byte count for messages: MB, kB or bytes."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.1f} kB" if n >= 1000 else f"{n} bytes"
 
 
 class UnreadReplies:
@@ -219,7 +221,7 @@ class Connections:
                 if now - conn.closing > CLOSING_FORGET:
                     self._gone(conn.fd)
             elif conn.excess:
-                if now >= conn.close_at:
+                if conn.close_at is None or now >= conn.close_at:
                     self._shutdown(conn, now)
             elif (self.idle_timeout > 0 and now - conn.last >= self.idle_timeout
                   and not conn.identities & identities_with_jobs):

@@ -154,6 +154,68 @@ def test_unread_replies_are_bounded_in_bytes(own_server):
         assert cl.echo(payload, 1000, 1000, 4) == payload
 
 
+def _silent_dealer(ctx, address: str) -> zmq.Socket:
+    """A DEALER that leaves replies unread: its libzmq stops reading after one."""
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 1)
+    s.setsockopt(zmq.RCVBUF, 1 << 16)
+    s.connect(address)
+    return s
+
+
+def _replies(s: zmq.Socket, n: int) -> list:
+    out = []
+    for _ in range(n):
+        assert s.poll(30_000), "a reply is missing"
+        out.append(proto.unpack_header(s.recv_multipart()[0]))
+    return out
+
+
+def test_a_jobs_result_counts_as_unread_from_its_acceptance(own_server):
+    srv = own_server(max_pixels=10_000, max_side=1000, max_unread_bytes=40_000)   # one 100x100 RGBA
+    ctx = zmq.Context()
+    s = _silent_dealer(ctx, srv.endpoint)
+    try:
+        img = random_image(13, 100, 100, 3)
+        s.send_multipart([pack({"v": 1, "op": "restore", "id": "r", "width": 100, "height": 100,
+                                "channels": 3}), img.tobytes()])
+        s.send_multipart([pack({"v": 1, "op": "echo", "id": "e", "width": 100, "height": 40,
+                                "channels": 3}), bytes(12_000)])                     # 30 + 12 KB > 40 KB
+        replies = {h["id"]: h for h in _replies(s, 4) if h["type"] in ("ok", "error")}
+        while "r" not in replies:
+            replies.update((h["id"], h) for h in _replies(s, 1) if h["type"] in ("ok", "error"))
+    finally:
+        s.close(0)
+        ctx.term()
+    said = replies["e"]["message"]
+    assert replies["e"]["code"] == proto.E_BUSY and "has 30.0 kB of replies unread or on their way" in said
+    assert replies["r"]["type"] == "ok"
+
+
+def test_unread_replies_of_all_connections_are_bounded_together(own_server):
+    srv = own_server(max_unread_bytes=8_000_000, max_unread_total_bytes=8_000_000)
+    ctx = zmq.Context()
+    a, b = _silent_dealer(ctx, srv.endpoint), _silent_dealer(ctx, srv.endpoint)
+    payload = os.urandom(4_000_000)
+    header = pack({"v": 1, "op": "echo", "width": 1000, "height": 1000, "channels": 4})
+    try:
+        seen = srv.stats["requests"]
+        for _ in range(4):
+            a.send_multipart([header, payload], copy=False)
+        deadline = time.time() + 20
+        while srv.stats["requests"] - seen < 4 and time.time() < deadline:
+            time.sleep(0.05)
+        assert srv.unread.total() > 4_000_000          # a's unread replies: b's would pass the total
+        b.send_multipart([header, payload], copy=False)
+        said = _replies(b, 1)[0]
+    finally:
+        a.close(0)
+        b.close(0)
+        ctx.term()
+    assert said["code"] == proto.E_BUSY and "clients have not read" in said["message"], said
+
+
 # -- 5: idle connections, peer cap, 'busy' instead of silence ------------------------------------------
 def test_idle_connections_are_closed_and_the_peer_cap_says_busy(own_server):
     srv = own_server(max_peers=3, idle_timeout=1.0)
@@ -180,14 +242,14 @@ def test_idle_connections_are_closed_and_the_peer_cap_says_busy(own_server):
 def test_a_client_waiting_for_its_job_is_not_idle(own_server):
     """b hears nothing while a's job runs: closing its connection then would lose its
     result (its DEALER would come back under another routing id)."""
-    srv = own_server(idle_timeout=0.2)
+    srv = own_server(idle_timeout=0.1)       # idle connections are looked for every 0.25 s
     with Client(srv.endpoint) as a, Client(srv.endpoint) as b:
-        rid_a = _send_restore(a, random_image(11, 160, 160, 3))
+        rid_a = _send_restore(a, random_image(11, BIG, BIG, 3))
         _wait_for(a, rid_a, "progress", "start")
         rid_b = _send_restore(b, random_image(12, 16, 16, 3))   # waits silently behind a's job
         assert _final(a, rid_a, 60)["type"] == "ok"
         final = _final(b, rid_b, 60)
-    assert final["type"] == "ok" and final["queued_seconds"] > 0.4, final
+    assert final["type"] == "ok" and final["queued_seconds"] > 0.4, final      # idle thrice over
 
 
 def _cpu_seconds(pid: int) -> float:
