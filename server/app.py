@@ -157,6 +157,7 @@ class Server:
             r.disable_monitor()
             self._monitor.close(0)
             self._monitor = None
+            self.connections.close()
             r.close(0)
             raise OSError(f"cannot listen on {self.config.bind}: {e}") from None
         self._router = r
