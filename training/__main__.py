@@ -15,8 +15,11 @@ COMMANDS = {
     "vae-a": "train VAE_A (degraded + real old photos, latent domain alignment)",
     "vae-b": "train VAE_B (clean photos)",
     "mapping": "train the mapping network between the frozen VAEs",
+    "detect": "train the scratch detector on the synthetic defects; writes RUN_DIR/detector.pt",
     "export": "write the server's weight file and check that the restore pipeline loads it",
     "evaluate": "PSNR/SSIM of the weights on the evaluation photos vs degraded input and Telea",
+    "eval-detect": "precision/recall/F1/IoU and false alarms of the scratch detector vs a classical "
+                   "one; overlay sheet of the real old photos",
     "make-sample": "write the demo's aged sample photo and its defect mask to server/samples/",
     "all": "every training step above in order (the default)",
 }
@@ -44,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, help_ in COMMANDS.items():
         sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        if name == "detect":
+            sp.add_argument("--out", default=None, help="detector weight file to write (default RUN_DIR/detector.pt)")
+        if name == "eval-detect":
+            sp.add_argument("--weights", default=None,
+                            help="detector weight file (default RUN_DIR/detector.pt, else the shipped one)")
+            sp.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval-detect)")
         if name in ("export", "all"):
             sp.add_argument("--out", default=None, help="weight file to write (default RUN_DIR/weights.pt)")
             sp.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size)")
@@ -61,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands that touch shared files once: under torchrun only rank 0 runs them
-SINGLE_PROCESS = ("prepare-data", "show-degradations", "export", "evaluate", "make-sample")
+SINGLE_PROCESS = ("prepare-data", "show-degradations", "export", "evaluate", "make-sample", "eval-detect")
 
 
 def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
@@ -80,6 +89,17 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
     elif command in ("vae-a", "vae-b", "mapping"):
         from .stages import train_stage
         train_stage(cfg, command)
+    elif command == "detect":
+        from .stages import train_stage
+        from .stages.detect import export_detector
+        train_stage(cfg, command)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"[detect] wrote {export_detector(cfg, getattr(args, 'out', None))}", flush=True)
+    elif command == "eval-detect":
+        from .eval_detect import eval_detect
+        out = Path(getattr(args, "out", None) or Path(cfg.train.run_dir) / "eval-detect")
+        for path in eval_detect(cfg, getattr(args, "weights", None), out):
+            print(f"[eval-detect] wrote {path}", flush=True)
     elif command == "export":
         from .export import export
         path = export(cfg, getattr(args, "out", None), torch.float16 if getattr(args, "fp16", False) else torch.float32)

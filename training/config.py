@@ -129,6 +129,27 @@ class StageConfig:
 
 
 @dataclass
+class DetectConfig:
+    """The scratch detector stage (``python -m training detect``, oldphoto_model.archs.detector).
+
+    Samples are the mapping stage's: clean crops through ``degrade`` (``degrade.p_defects``
+    of them get structured defects, the rest none), the exact defect mask as the target."""
+
+    width: int = 16                # channels of the detector's first level
+    levels: int = 2
+    steps: int = 20_000
+    batch_size: int = 16
+    crop: int = 256                # its own crop side (the restoration stages use data.crop)
+    lr: float = 1e-3
+    # defect pixels are ~1-5 % of a sample's pixels: BCE weights them up, and the soft
+    # dice term (over the whole batch, so clean samples count their false alarms) is
+    # indifferent to the imbalance
+    pos_weight: float = 3.0
+    dice: float = 1.0
+    threshold: float = 0.5         # stored in the weight file's metadata
+
+
+@dataclass
 class TrainConfig:
     """Loop settings shared by the three stages."""
 
@@ -179,6 +200,7 @@ class Config:
     vae_a: StageConfig = field(default_factory=StageConfig)
     vae_b: StageConfig = field(default_factory=StageConfig)
     mapping: StageConfig = field(default_factory=lambda: StageConfig(steps=150_000, batch_size=4))
+    detect: DetectConfig = field(default_factory=DetectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -231,6 +253,7 @@ def _cpu() -> Config:
     c.vae_a = StageConfig(steps=1300, batch_size=8)
     c.vae_b = StageConfig(steps=2600, batch_size=8)
     c.mapping = StageConfig(steps=3000, batch_size=8)
+    c.detect = DetectConfig(steps=3000, batch_size=8, crop=128)
     c.train.run_dir = "runs/cpu"
     c.train.log_every = 25
     c.train.ckpt_every = 200
@@ -273,6 +296,7 @@ def _smoke() -> Config:
     c.vae_a = StageConfig(steps=3, batch_size=2)
     c.vae_b = StageConfig(steps=3, batch_size=2)
     c.mapping = StageConfig(steps=3, batch_size=2)
+    c.detect = DetectConfig(width=4, steps=3, batch_size=2, crop=32)
     c.train.run_dir = "runs/smoke"
     c.train.log_every = 1
     c.train.ckpt_every = 2

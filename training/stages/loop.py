@@ -21,10 +21,11 @@ from ..data.dataset import StepSampler, TrainingSamples
 from ..dist import DistContext, barrier, cleanup, mean_scalar, setup
 from ..logger import ProgressBar, ScalarLog, save_grid, tensor_to_u8
 from .common import amp_dtype, use_channels_last
+from .detect import DetectStage
 from .mapping import MappingStage
 from .vae import VAEStage
 
-STAGES = ("vae-a", "vae-b", "mapping")
+STAGES = ("vae-a", "vae-b", "mapping", "detect")
 
 
 def build_stage(cfg: Config, ctx: DistContext, name: str, log=print):
@@ -34,11 +35,13 @@ def build_stage(cfg: Config, ctx: DistContext, name: str, log=print):
         return VAEStage(cfg, ctx, "b", log)
     if name == "mapping":
         return MappingStage(cfg, ctx, log)
+    if name == "detect":
+        return DetectStage(cfg, ctx, log)
     raise ValueError(f"unknown stage {name!r}; stages: {STAGES}")
 
 
 def stage_config(cfg: Config, name: str):
-    return {"vae-a": cfg.vae_a, "vae-b": cfg.vae_b, "mapping": cfg.mapping}[name]
+    return {"vae-a": cfg.vae_a, "vae-b": cfg.vae_b, "mapping": cfg.mapping, "detect": cfg.detect}[name]
 
 
 def step_seed(cfg: Config, step: int, rank: int) -> int:
@@ -76,8 +79,9 @@ def train_stage(cfg: Config, name: str, stop_after: int | None = None) -> Path:
     log(f"device {ctx.device}, world {ctx.world}, amp {amp}, channels_last {channels_last}, "
         f"steps {start}->{total}, batch {sc.batch_size}/rank")
 
-    dataset = TrainingSamples(cfg, defects=(name == "mapping"), with_real=(name == "vae-a"),
-                               degraded=(name != "vae-b"))
+    # a stage with its own sample set (the detector's crop size) provides it
+    dataset = stage.dataset() if hasattr(stage, "dataset") else TrainingSamples(
+        cfg, defects=(name == "mapping"), with_real=(name == "vae-a"), degraded=(name != "vae-b"))
     loader = DataLoader(dataset, batch_sampler=StepSampler(start, total, sc.batch_size, ctx.rank),
                         num_workers=cfg.data.num_workers, pin_memory=ctx.device.type == "cuda")
     scalars = ScalarLog(out) if ctx.is_main else None

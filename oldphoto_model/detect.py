@@ -1,0 +1,142 @@
+"""Scratch detection: photo in, defect probability map and binary mask out.
+
+``detect(image, model)`` runs the scratch detector (``archs.detector``) over any photo
+size in tiles with a halo as wide as the network's receptive field, so the result is
+the same as one pass over the whole photo (tested) while memory stays bounded by the
+tile size. The binary mask marks ``prob >= threshold`` (``DEFAULT_THRESHOLD``).
+
+The detector's weight file is separate from the restoration weights (the two are
+trained and shipped independently) and follows the same rules (docs/WEIGHTS.md):
+a ``torch.save`` dict of plain values and tensors, read with ``weights_only=True``,
+written atomically:
+
+    format    "oldphoto-detector-weights"
+    version   1
+    config    JSON text of DetectorConfig.to_dict()
+    metadata  JSON text: provenance, and "threshold" when training chose one
+    detector  state dict of ScratchDetector
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .archs.detector import DetectorConfig, ScratchDetector
+from .atomic import atomic_write
+from .errors import InputError, WeightsError
+from .weights import WeightsInfo, _sha256
+
+DETECTOR_FORMAT = "oldphoto-detector-weights"
+DETECTOR_VERSION = 1
+DEFAULT_DETECTOR = Path(__file__).resolve().parent / "weights" / "detector.pt"
+
+#: A pixel is a defect when its probability is at least this. 0.5 is the training
+#: loss's own decision boundary; the evaluation table in docs/MODEL.md is measured at it.
+DEFAULT_THRESHOLD = 0.5
+
+#: Output pixels per tile side (rounded down to the network's multiple). With the
+#: default detector a 1024^2 tile plus halo needs about 0.4 GB in float32.
+DEFAULT_TILE = 1024
+
+
+def save_detector(model: ScratchDetector, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the detector atomically in the format above (float32)."""
+    payload = {"format": DETECTOR_FORMAT, "version": DETECTOR_VERSION,
+               "config": json.dumps(model.config.to_dict(), sort_keys=True),
+               "metadata": json.dumps(metadata or {}, sort_keys=True),
+               "detector": {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}}
+    return atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_detector(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> ScratchDetector:
+    """Load a detector weight file (default: the shipped ``weights/detector.pt``) in eval
+    mode; ``model.weights_info`` holds its identity. Problems raise ``WeightsError``."""
+    p = Path(path) if path is not None else DEFAULT_DETECTOR
+    name = str(p)
+    if not p.is_file():
+        raise WeightsError(name, "file not found" if not p.exists() else "not a regular file")
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for a damaged archive
+        raise WeightsError(name, f"not a readable weight file ({type(e).__name__}: {str(e)[:200]})") from e
+    if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
+        raise WeightsError(name, f"not a scratch-detector weight file (expected format {DETECTOR_FORMAT!r})")
+    if payload.get("version") != DETECTOR_VERSION:
+        raise WeightsError(name, f"format version {payload.get('version')!r} is not supported "
+                                 f"(this build reads {DETECTOR_VERSION})")
+    try:
+        config = DetectorConfig.from_dict(json.loads(payload["config"]))
+        metadata = json.loads(payload.get("metadata", "{}"))
+        model = ScratchDetector(config)
+        model.load_state_dict(payload["detector"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise WeightsError(name, f"invalid detector: {str(e)[:300]}") from e
+    model.eval()
+    model.weights_info = WeightsInfo(path=name, sha256=_sha256(p), config=config, metadata=metadata)  # type: ignore[arg-type]
+    return model
+
+
+def to_network_input(image: np.ndarray) -> torch.Tensor:
+    """uint8/uint16 HxW, HxWx1..4 -> float (1, 3, H, W) in [-1, 1]: gray as three equal
+    channels, alpha dropped."""
+    if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
+        raise InputError("image must be a uint8 or uint16 numpy array")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4) or min(image.shape[:2]) < 1:
+        raise InputError(f"image shape must be HxW or HxWxC with C in 1..4, got {image.shape}")
+    rgb = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, -1)
+    scale = 255.0 if image.dtype == np.uint8 else 65535.0
+    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    return t / (scale / 2) - 1.0
+
+
+@torch.inference_mode()
+def detect_logits(x: torch.Tensor, model: ScratchDetector, tile: int = DEFAULT_TILE,
+                  progress: Optional[Callable[[float], None]] = None) -> torch.Tensor:
+    """Logits (H, W) of a (1, 3, H, W) input, tile by tile; equal to ``model(x)`` on the
+    padded input up to float rounding.
+
+    The input is mirror-padded to the network's multiple once; each tile's output is
+    computed from the tile plus a halo of at least the receptive radius, aligned to
+    the multiple, and cut at the photo's edges (so border tiles see the same zero
+    padding as a single pass)."""
+    m = model.config.multiple
+    halo = -(-model.config.receptive_radius // m) * m
+    tile = max(m, tile // m * m)
+    _, _, h, w = x.shape
+    ph, pw = -h % m, -w % m
+    if ph or pw:
+        # symmetric padding works for any size, even smaller than the padding
+        x = torch.from_numpy(np.pad(x[0].numpy(), ((0, 0), (0, ph), (0, pw)), mode="symmetric"))[None]
+    hp, wp = h + ph, w + pw
+    dev = next(model.parameters()).device
+    out = torch.empty(hp, wp)
+    starts = [(y, x0) for y in range(0, hp, tile) for x0 in range(0, wp, tile)]
+    for i, (y0, x0) in enumerate(starts):
+        y1, x1 = min(hp, y0 + tile), min(wp, x0 + tile)
+        a, b, c, d = max(0, y0 - halo), min(hp, y1 + halo), max(0, x0 - halo), min(wp, x1 + halo)
+        logits = model(x[:, :, a:b, c:d].to(dev))[0, 0].float().cpu()
+        out[y0:y1, x0:x1] = logits[y0 - a:y1 - a, x0 - c:x1 - c]
+        if progress is not None:
+            progress((i + 1) / len(starts))
+    return out[:h, :w]
+
+
+def detect(image: np.ndarray, model: ScratchDetector, threshold: float = DEFAULT_THRESHOLD,
+           tile: int = DEFAULT_TILE, progress: Optional[Callable[[float], None]] = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(probability float32 HxW in [0, 1], mask uint8 HxW: 255 where prob >= threshold).
+
+    ``image``: uint8 or uint16, HxW (gray) or HxWxC (C 1..4; alpha ignored).
+    ``tile``: output pixels per tile side; memory grows with its square, not with the photo.
+    ``progress``: called with the fraction of tiles done (it may raise to cancel)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold must be in 0..1, got {threshold}")
+    prob = torch.sigmoid(detect_logits(to_network_input(image), model, tile, progress)).numpy()
+    return prob.astype(np.float32), np.where(prob >= threshold, 255, 0).astype(np.uint8)

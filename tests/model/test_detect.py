@@ -1,0 +1,83 @@
+"""The scratch detector: tiled inference equals one pass, the receptive radius bounds
+the dependence, the weight file round-trips."""
+import numpy as np
+import pytest
+import torch
+
+from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
+from oldphoto_model.detect import detect, detect_logits, load_detector, save_detector, to_network_input
+from oldphoto_model.errors import WeightsError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(width=4, levels=2, seed=0):
+    torch.manual_seed(seed)
+    m = ScratchDetector(DetectorConfig(width, levels)).eval()
+    with torch.no_grad():       # larger weights than the default init: every layer matters
+        for p in m.parameters():
+            p.mul_(1.5)
+    return m
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_receptive_radius_bounds_the_dependence(levels):
+    m = _model(levels=levels).double()
+    mult, r = m.config.multiple, m.config.receptive_radius
+    n = mult * (-(-(2 * r + 4 * mult) // mult))
+    x = torch.randn(1, 3, n, n, dtype=torch.float64, requires_grad=True)
+    c = n // 2 + 3                          # not on the pooling grid
+    m(x)[0, 0, c, c].backward()
+    ys, xs = torch.nonzero(x.grad.abs().sum(1)[0], as_tuple=True)
+    reach = max((ys - c).abs().max(), (xs - c).abs().max())
+    assert 0 < reach <= m.config.receptive_radius
+
+
+@pytest.mark.parametrize("shape,tile", [((70, 93, 3), 16), ((45, 40), 8), ((33, 130, 4), 24), ((9, 5, 1), 8)])
+def test_tiled_equals_one_pass(shape, tile):
+    m = _model()
+    img = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    whole = detect_logits(to_network_input(img), m, tile=10_000)
+    tiled = detect_logits(to_network_input(img), m, tile=tile)
+    assert tiled.shape == shape[:2]
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+    # and the one pass is the network on the mirror-padded photo
+    mult = m.config.multiple
+    x = to_network_input(img)
+    ph, pw = -shape[0] % mult, -shape[1] % mult
+    padded = torch.from_numpy(np.pad(x[0].numpy(), ((0, 0), (0, ph), (0, pw)), mode="symmetric"))[None]
+    with torch.no_grad():
+        torch.testing.assert_close(whole, m(padded)[0, 0, :shape[0], :shape[1]], rtol=1e-5, atol=1e-5)
+
+
+def test_detect_outputs_and_gray_equals_rgb(tmp_path):
+    m = _model()
+    gray = np.random.default_rng(2).integers(0, 256, (40, 50), dtype=np.uint8)
+    prob, mask = detect(gray, m, threshold=0.5)
+    assert prob.dtype == np.float32 and prob.shape == (40, 50) and 0 <= prob.min() and prob.max() <= 1
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    assert ((prob >= 0.5) == (mask == 255)).all()
+    prob3, _ = detect(np.repeat(gray[..., None], 3, -1), m)
+    np.testing.assert_array_equal(prob, prob3)
+    p16, _ = detect(gray.astype(np.uint16) * 257, m)
+    np.testing.assert_allclose(p16, prob, atol=1e-5)
+
+
+def test_weight_file_round_trip_and_errors(tmp_path):
+    m = _model(width=6, levels=1)
+    path = save_detector(m, tmp_path / "d.pt", {"threshold": 0.4})
+    loaded = load_detector(path)
+    assert loaded.config == m.config and loaded.weights_info.metadata["threshold"] == 0.4
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    with pytest.raises(WeightsError, match="file not found"):
+        load_detector(tmp_path / "none.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="not a scratch-detector"):
+        load_detector(tmp_path / "other.pt")

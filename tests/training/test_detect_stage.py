@@ -1,0 +1,79 @@
+"""The ``detect`` stage: runs in the shared loop, resumes bit-identically, exports a
+weight file the product loads; ``eval-detect`` scores it against the classical detector."""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oldphoto_model.detect import detect, load_detector
+from training.__main__ import main
+from training.classical import tophat_detect
+from training.eval_detect import detection_rows, eval_pairs, match_counts, scores, summary
+from training.stages import train_stage
+from training.stages.detect import detection_loss, export_detector
+
+
+def _modules(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["modules"]["detector"]
+
+
+def test_detect_stage_runs_resumes_and_exports(smoke, tmp_path):
+    ckpt = train_stage(smoke, "detect")
+    out = Path(smoke.train.run_dir) / "detect"
+    assert ckpt.is_file() and (out / "log.csv").is_file() and list((out / "samples").glob("*.png"))
+    full = _modules(ckpt)
+    # stopped after 1 step, then resumed to the end: the same weights
+    smoke.train.run_dir = str(tmp_path / "resumed")
+    train_stage(smoke, "detect", stop_after=1)
+    train_stage(smoke, "detect")
+    for k, v in _modules(Path(smoke.train.run_dir) / "detect" / "last.pt").items():
+        torch.testing.assert_close(v, full[k], rtol=0, atol=0)
+    model = load_detector(export_detector(smoke))
+    assert model.weights_info.metadata["steps"] == smoke.detect.steps
+    prob, mask = detect(np.zeros((20, 30, 3), np.uint8), model)
+    assert prob.shape == mask.shape == (20, 30)
+
+
+def test_loss_prefers_the_true_mask():
+    t = torch.zeros(2, 1, 16, 16)
+    t[0, 0, 4, :] = 1
+    good = detection_loss(torch.where(t > 0, 6.0, -6.0), t, 3.0, 1.0)["total"]
+    empty = detection_loss(torch.full_like(t, -6.0), t, 3.0, 1.0)["total"]
+    assert good < 0.1 < empty
+
+
+def test_scores_with_tolerance():
+    truth = np.zeros((20, 20), bool)
+    truth[10, 2:18] = True
+    shifted = np.roll(truth, 2, axis=0)               # 2 px off: still counted
+    s = scores(match_counts(shifted, truth))
+    assert s["precision"] == s["recall"] == s["f1"] == 1.0 and s["iou_exact"] == 0.0
+    far = np.roll(truth, 3, axis=0)
+    assert scores(match_counts(far, truth))["f1"] == 0.0
+    half = truth.copy()
+    half[10, 10:] = False
+    s = scores(match_counts(half, truth))
+    assert s["precision"] == 1.0 and s["recall"] == 10 / 16       # 8 flagged + 2 within reach
+    assert abs(s["iou"] - s["f1"] / (2 - s["f1"])) < 1e-12
+
+
+def test_classical_finds_a_bright_scratch_and_not_flat_grey():
+    img = np.full((64, 64, 3), 100, np.uint8)
+    assert not tophat_detect(img).any()
+    img[30, 5:60] = 230
+    m = tophat_detect(img)
+    assert m[30, 10:55].all() and m.sum() < 3 * 55
+
+
+def test_detection_rows_and_cli(smoke, tmp_path, capsys):
+    pairs = eval_pairs(smoke)
+    assert len(pairs) == smoke.eval.photos and all(p[3].any() for p in pairs)
+    rows = detection_rows(smoke, pairs, {"truth": lambda img: np.zeros(img.shape[:2], bool)})
+    table, md = summary(rows)
+    assert table[0]["recall"] == 0.0 and table[0]["fa_clean"] == 0.0 and "| truth |" in md
+    run = ["--preset", "smoke", "--train.run_dir", smoke.train.run_dir, "--data.cache_dir", smoke.data.cache_dir]
+    main(["detect"] + run)
+    main(["eval-detect"] + run + ["--out", str(tmp_path / "ev")])
+    text = capsys.readouterr().out
+    assert "learned" in text and "classical" in text
+    assert (tmp_path / "ev" / "detect.md").is_file() and (tmp_path / "ev" / "detect.csv").is_file()

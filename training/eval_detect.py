@@ -1,0 +1,153 @@
+"""``eval-detect``: how well the scratch detector finds the synthetic defects, next to a
+classical detector, and an overlay sheet of the real old photos.
+
+Photos and defects are ``evaluate``'s: each evaluation photo (long side
+``eval.max_side``) degraded with seed (eval.seed, i), always with structured defects.
+
+Measures, pixels pooled over all photos (so a photo with more defect pixels weighs more):
+
+- **precision**: share of flagged pixels within ``TOLERANCE`` px (Chebyshev) of a true
+  defect pixel; **recall**: share of true defect pixels within ``TOLERANCE`` px of a
+  flagged one. The tolerance forgives a mask one or two pixels wider or narrower than a
+  scratch's anti-aliased edge, which the restore does not care about.
+- **F1** = 2PR / (P + R); **IoU** = F1 / (2 - F1) (the same tolerant counts: 1 / (1/P + 1/R - 1));
+  **exact IoU**: |flagged ∩ true| / |flagged ∪ true| with no tolerance.
+- **false alarms**: share of pixels flagged on the clean photo (``clean``) and on the
+  same photo aged by the same chain without structured defects (``aged``: grain, noise,
+  JPEG, fading, paper, halftone — the undamaged old photo).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from oldphoto_model.archs.nonlocal_block import dilate
+from oldphoto_model.detect import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, detect, load_detector
+
+from .classical import tophat_detect
+from .config import Config
+from .data.dataset import load_textures
+from .data.degradations import add_defects, degrade
+from .data.sources import list_images
+from .evaluate import _cell, eval_photos, load_photo, overlay, real_dir
+from .logger import save_grid
+
+#: edge tolerance of precision and recall, in pixels
+TOLERANCE = 2
+
+Detector = Callable[[np.ndarray], np.ndarray]      # uint8 HxWx3 -> bool HxW
+
+
+def eval_pairs(cfg: Config) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, clean, degraded, bool mask, aged without defects) per evaluation photo, made as
+    ``evaluate`` makes its pairs (same seeds, so the same degraded photos)."""
+    textures = load_textures(cfg.data.cache_dir)
+    out = []
+    for i, (name, clean) in enumerate(eval_photos(cfg)):
+        degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True)
+        if not mask.any():
+            degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
+        # the identical seed draws the identical unstructured ageing (defects come last)
+        aged, _, _ = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=False)
+        out.append((name, clean, degraded, mask, aged))
+    return out
+
+
+def match_counts(pred: np.ndarray, truth: np.ndarray, tolerance: int = TOLERANCE) -> dict[str, int]:
+    """Pixel counts of one photo: flagged, flagged near truth, true, true near a flag, exact overlap/union."""
+    p, t = torch.from_numpy(pred), torch.from_numpy(truth)
+    return {"pred": int(p.sum()), "pred_hit": int((p & dilate(t, tolerance)).sum()),
+            "true": int(t.sum()), "true_hit": int((t & dilate(p, tolerance)).sum()),
+            "inter": int((p & t).sum()), "union": int((p | t).sum())}
+
+
+def scores(c: dict[str, float]) -> dict[str, float]:
+    """Precision, recall, F1, tolerant and exact IoU from (pooled) ``match_counts``."""
+    prec = c["pred_hit"] / c["pred"] if c["pred"] else 0.0
+    rec = c["true_hit"] / c["true"] if c["true"] else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return {"precision": prec, "recall": rec, "f1": f1, "iou": f1 / (2 - f1),
+            "iou_exact": c["inter"] / c["union"] if c["union"] else 0.0}
+
+
+def detection_rows(cfg: Config, pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                   detectors: dict[str, Detector]) -> list[dict]:
+    """One row per (photo, detector): the ``match_counts`` on the degraded photo and the
+    pixels flagged on the clean and the aged-undamaged versions. ``pairs`` as ``eval_pairs``."""
+    rows = []
+    for name, clean, degraded, mask, aged in pairs:
+        for method, fn in detectors.items():
+            rows.append({"photo": name, "method": method, **match_counts(fn(degraded), mask),
+                         "pixels": mask.size, "fa_clean": int(fn(clean).sum()), "fa_aged": int(fn(aged).sum())})
+    return rows
+
+
+def summary(rows: list[dict]) -> tuple[list[dict], str]:
+    """Pooled scores per method and the Markdown table of them."""
+    lines = ["| detector | precision | recall | F1 | IoU | exact IoU | false alarms, clean (%) | "
+             "false alarms, aged (%) |", "|---|---|---|---|---|---|---|---|"]
+    table = []
+    for m in dict.fromkeys(r["method"] for r in rows):
+        tot = {k: sum(r[k] for r in rows if r["method"] == m)
+               for k in ("pred", "pred_hit", "true", "true_hit", "inter", "union", "pixels", "fa_clean", "fa_aged")}
+        s = {"method": m, **scores(tot), "fa_clean": 100 * tot["fa_clean"] / tot["pixels"],
+             "fa_aged": 100 * tot["fa_aged"] / tot["pixels"]}
+        table.append(s)
+        lines.append(f"| {m} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['iou']:.3f} | "
+                     f"{s['iou_exact']:.3f} | {s['fa_clean']:.2f} | {s['fa_aged']:.2f} |")
+    return table, "\n".join(lines)
+
+
+def default_detectors(model, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Detector]:
+    """The learned detector (``model``; None leaves it out) and the classical one."""
+    out: dict[str, Detector] = {}
+    if model is not None:
+        out[f"learned (U-Net, threshold {threshold:g})"] = lambda img: detect(img, model, threshold)[1] > 0
+    out["classical (top-hat + Hessian line filter)"] = tophat_detect
+    return out
+
+
+def real_overlay_sheet(cfg: Config, detector: Detector, out: Path, cell: int = 256, per_row: int = 4) -> Path | None:
+    """``out`` (PNG): each real old photo (long side ``eval.real_max_side``) next to itself
+    with the detected mask in red. None when no real photos are found."""
+    folder = real_dir(cfg)
+    if folder is None:
+        return None
+    paths = list_images(folder)
+    cells = []
+    for p in paths[:cfg.eval.real_photos or len(paths)]:
+        img = load_photo(p, cfg.eval.real_max_side)
+        cells += [_cell(img, cell), _cell(overlay(img, detector(img)), cell)]
+    per = 2 * per_row
+    rows = [cells[i:i + per] for i in range(0, len(cells), per)]
+    rows[-1] += [np.full_like(cells[0], 255)] * (per - len(rows[-1]))
+    save_grid(rows, out, labels=["scan", "detected (red)"] * per_row)
+    return out
+
+
+def eval_detect(cfg: Config, weights: str | Path | None, out: Path) -> list[Path]:
+    """Print and write the detection table (``detect.md``, ``detect.csv``) and the real-photo
+    overlay sheet (``detect_real.png``); returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_weights = Path(cfg.train.run_dir) / "detector.pt"
+    path = Path(weights) if weights else run_weights if run_weights.is_file() else DEFAULT_DETECTOR
+    model = load_detector(path)
+    threshold = float(model.weights_info.metadata.get("threshold", DEFAULT_THRESHOLD))
+    detectors = default_detectors(model, threshold)
+    pairs = eval_pairs(cfg)
+    rows = detection_rows(cfg, pairs, detectors)
+    _, table = summary(rows)
+    print(table, flush=True)
+    md = out / "detect.md"
+    md.write_text(f"detector: {path}\nphotos: {len(pairs)}, seed {cfg.eval.seed}, max side {cfg.eval.max_side}, "
+                  f"edge tolerance {TOLERANCE} px\n\n{table}\n")
+    with open(out / "detect.csv", "w") as f:
+        f.write(",".join(rows[0]) + "\n")
+        f.writelines(",".join(str(v) for v in r.values()) + "\n" for r in rows)
+    written = [md, out / "detect.csv"]
+    sheet = real_overlay_sheet(cfg, next(iter(detectors.values())), out / "detect_real.png")
+    return written + ([sheet] if sheet else [])

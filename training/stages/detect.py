@@ -1,0 +1,105 @@
+"""The scratch detector stage: a small U-Net (oldphoto_model.archs.detector) learns the
+exact defect masks of the synthetic degradation.
+
+    samples  clean crop -> degrade() (the mapping stage's chain: blur, noise, JPEG, fading,
+             grain, paper, halftone, and with probability degrade.p_defects structured
+             defects) -> (degraded x, mask m). The other samples carry no structured
+             defect at all, so grain, texture, eyes, hair and lettering are seen unmarked.
+    loss     BCE(logits, m; defect pixels weighted pos_weight) + dice * soft dice over the batch
+    export   RUN_DIR/detector.pt (oldphoto_model.detect.save_detector)
+
+Runs in the shared loop (training/stages/loop.py): resumable, DDP, progress bar.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
+from oldphoto_model.detect import load_detector, save_detector
+
+from ..checkpoint import latest_checkpoint, read_checkpoint
+from ..config import Config
+from ..data.dataset import TrainingSamples
+from ..dist import DistContext
+from .common import autocast, linear_decay, unwrap, wrap
+
+
+def detector_config(cfg: Config) -> DetectorConfig:
+    return DetectorConfig(width=cfg.detect.width, levels=cfg.detect.levels)
+
+
+def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - Dice of the probabilities over the whole batch (a batch without defects still
+    pays for every pixel it marks)."""
+    p = torch.sigmoid(logits)
+    return 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+
+
+def detection_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float, dice: float
+                   ) -> dict[str, torch.Tensor]:
+    """{"bce", "dice", "total"} of float32 logits against a 0/1 target."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(pos_weight,
+                                                                                     device=logits.device))
+    d = soft_dice(logits, target)
+    return {"bce": bce, "dice": d, "total": bce + dice * d}
+
+
+class DetectStage:
+    """The detector, its optimiser and schedule; the loop calls ``train_step`` and ``sample_rows``."""
+
+    def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, "detect"
+        self.steps = cfg.detect.steps
+        self.net = ScratchDetector(detector_config(cfg)).to(ctx.device)
+        log(f"detector: width {cfg.detect.width}, levels {cfg.detect.levels}, "
+            f"{sum(p.numel() for p in self.net.parameters()) / 1e3:.0f} k parameters, crop {cfg.detect.crop}")
+        self.modules = {"detector": self.net}
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.detect.lr)
+        self.optimizers = {"g": self.opt}          # "g": the loop logs this optimiser's learning rate
+        self.schedulers = {"g": linear_decay(self.opt, self.steps, cfg.optim.decay_start)}
+        self.net_ddp = wrap(self.net, ctx)
+
+    def dataset(self) -> TrainingSamples:
+        """The mapping stage's samples (with defects) at the detector's own crop size."""
+        c = copy.deepcopy(self.cfg)
+        c.data.crop = self.cfg.detect.crop
+        return TrainingSamples(c, defects=True)
+
+    def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
+        with autocast(self.ctx.device, amp):
+            logits = self.net_ddp(batch["degraded"])
+        losses = detection_loss(logits.float(), batch["mask"], self.cfg.detect.pos_weight, self.cfg.detect.dice)
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.opt.step()
+        self.schedulers["g"].step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Degraded | true mask | predicted probability, per sample (images in [-1, 1])."""
+        x, m = batch["degraded"], batch["mask"]
+        p = torch.sigmoid(unwrap(self.net)(x).float())
+        return [[x[i], m[i].expand_as(x[i]) * 2 - 1, p[i].expand_as(x[i]) * 2 - 1] for i in range(min(4, len(x)))]
+
+
+def export_detector(cfg: Config, out: str | Path | None = None) -> Path:
+    """Write the trained detector of ``RUN_DIR/detect/last.pt`` to ``out`` (default
+    ``RUN_DIR/detector.pt``) and load it back through the product's loader."""
+    run = Path(cfg.train.run_dir)
+    ckpt = latest_checkpoint(run / "detect")
+    if ckpt is None:
+        raise FileNotFoundError(f"no detector checkpoint in {run / 'detect'}: run `python -m training detect` first")
+    payload = read_checkpoint(ckpt)
+    net = ScratchDetector(detector_config(cfg))
+    net.load_state_dict(payload["modules"]["detector"])
+    path = save_detector(net, Path(out or run / "detector.pt"), metadata={
+        "purpose": "scratch detector", "preset": cfg.preset, "steps": payload["step"],
+        "batch_size": cfg.detect.batch_size, "crop": cfg.detect.crop, "threshold": cfg.detect.threshold,
+        "training": "python -m training detect (synthetic defects of training/data/degradations.py)"})
+    load_detector(path)
+    return path
