@@ -4,8 +4,9 @@ and dtype out.
 ``Restorer.restore`` is the whole image contract that the server, the CLI, the
 evaluation and the tests all call: the mask rule (threshold, growth), the
 network (pre-fill, E_A, T with the partial nonlocal block, G_B, run by the lean
-executor), a low-memory retry after an out-of-memory error, the optional detail
-carry-over, and, for "only the selected area changes", the tone-matched blend.
+executor), a low-memory retry after an out-of-memory error, the two-band merge with
+the scan (its fine structure, and as much of its own tone as asked), and, for "only
+the selected area changes", the tone-matched blend.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
 from .archs.nonlocal_block import dilate
+from .bands import EDGE_RADIUS, merge
 from .fill import box_blur, smooth_offset
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent, prefill
@@ -67,8 +69,11 @@ class RestoreOptions:
     the unrestored surroundings (the low-frequency difference between the photo and
     the restored result, measured around the selection, is added inside it), so no
     tinted patch or seam appears.
-    ``detail``: 0..1, how much of the photo's own fine detail (above its noise level)
-    is carried into the result outside the mask.
+    ``detail``: 0..1, how much of the photo's own fine structure (edges and texture
+    that stand above its noise) replaces the network's softer one outside the mask.
+    ``tone``: 0..1, how much of the network's tone and colour correction is applied
+    outside the mask (0 keeps the photo's own tone; the fills are restored either way).
+    ``oldphoto_model.bands`` has the two-band merge behind both.
     """
 
     mask_threshold: int = DEFAULT_MASK_THRESHOLD
@@ -76,6 +81,7 @@ class RestoreOptions:
     restrict_to_mask: bool = False
     match_tone: bool = True
     detail: float = 1.0
+    tone: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
@@ -84,6 +90,8 @@ class RestoreOptions:
             raise InputError(f"grow must be in 0..64 pixels, got {self.grow}")
         if not 0.0 <= float(self.detail) <= 1.0:
             raise InputError(f"detail must be in 0..1, got {self.detail}")
+        if not 0.0 <= float(self.tone) <= 1.0:
+            raise InputError(f"tone must be in 0..1, got {self.tone}")
 
 
 def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -239,9 +247,9 @@ class Restorer:
         y, low_memory = self._network(_pad(x, ph, pw), None if defect is None else _pad(defect, ph, pw),
                                       progress)
         y = y[:, :, :h, :w].cpu()
-        if options.detail > 0:
+        if options.detail > 0 or options.tone < 1:
             # from the pre-filled photo: the scratch's pixels are no detail and must not count
-            y = y + options.detail * carried_detail(prefill(x, defect), defect)
+            y = merge(prefill(x, defect), y, photo_weight(defect, x.shape), options.tone, options.detail)
         if options.restrict_to_mask and mask is not None:
             y = blend_into(x, y, mask, defect, options.match_tone)
         rgb = (y[0].permute(1, 2, 0).numpy() + 1.0) * (full / 2.0)
@@ -256,16 +264,13 @@ class Restorer:
         return out.reshape(orig_shape), {"low_memory": low_memory}
 
 
-def carried_detail(x: torch.Tensor, defect: Optional[torch.Tensor], radius: int = 2) -> torch.Tensor:
-    """The photo's fine detail that stands above its noise: x minus a (2r+1)² box blur,
-    soft-thresholded at 2.5 x the detail's robust spread (MAD), zero on and next to
-    defects (a scratch is not detail)."""
-    d = x - box_blur(box_blur(x, radius), radius)
-    tau = 2.5 * 1.4826 * float(d.abs().flatten().median())
-    d = torch.sign(d) * (d.abs() - tau).clamp_min(0)
-    if defect is not None:
-        d = d * (1 - dilate(defect[0, 0] > 0.5, radius).to(d.dtype))
-    return d
+def photo_weight(defect: Optional[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """(1, 1, H, W): 1 where the scan is intact, 0 on and next to defects (a scratch's
+    soft edge is no detail), with a soft edge of ``bands.EDGE_RADIUS`` px in between."""
+    if defect is None:
+        return torch.ones(1, 1, *shape[-2:])
+    near = dilate(defect[0, 0] > 0.5, EDGE_RADIUS).to(torch.float32)[None, None]
+    return 1 - box_blur(near, EDGE_RADIUS).clamp(0, 1)
 
 
 def blend_into(x: torch.Tensor, y: torch.Tensor, mask: np.ndarray, defect: Optional[torch.Tensor],

@@ -6,7 +6,8 @@ import torch
 
 from oldphoto_model import InputError, Restorer, RestoreOptions
 from oldphoto_model.fill import box_blur, fill_holes, smooth_offset
-from oldphoto_model.pipeline import blend_into, carried_detail
+from oldphoto_model.bands import low_pass, merge, noise_sigma
+from oldphoto_model.pipeline import blend_into, photo_weight
 
 from ..conftest import random_model
 
@@ -98,29 +99,62 @@ def test_match_tone_removes_a_tinted_fill():
     assert torch.equal(matched[~inside], x[~inside])
 
 
-def test_detail_is_above_noise_and_off_the_mask():
+def test_merge_keeps_edges_drops_noise_and_leaves_defects_to_the_network():
     torch.manual_seed(1)
     noise = 0.05 * torch.randn(1, 3, 64, 64)
     step = torch.zeros(1, 3, 64, 64)
     step[..., 32:] = 1.0
-    d_noise = carried_detail(noise, None)
-    assert (d_noise != 0).float().mean() < 0.05            # noise alone: almost nothing passes
-    d = carried_detail(step + noise, None)
-    assert d[..., 30:34].abs().mean() > 0.1                # the edge passes
+    soft = low_pass(step, 2)                                # the network's softer edge
+    ones = torch.ones(1, 1, 64, 64)
+    out = merge(step + noise, soft, ones, tone=1.0, detail=1.0)
+    # the scan's edge comes back (a 0->1 step: the middle two columns differ by ~1)
+    assert float((out[..., 32] - out[..., 31]).mean()) > 0.6 > float((soft[..., 32] - soft[..., 31]).mean())
+    # its noise does not: flat areas stay close to the network's
+    assert float((out - soft)[..., 4:24].abs().mean()) < 0.3 * float(noise.abs().mean())
+    # the identity settings return the network's result unchanged
+    assert torch.equal(merge(step + noise, soft, ones, tone=1.0, detail=0.0), soft)
+    # tone 0: the scan's own tone (its low band, up to the network's high band)
+    brighter = merge(step + 0.3, soft, ones, tone=0.0, detail=0.0)
+    assert abs(float(brighter.mean() - (step + 0.3).mean())) < 1e-4
+    assert float((low_pass(brighter) - low_pass(step + 0.3)).abs().max()) < 0.1
+    # on defects (photo weight 0) the network's result stands
     defect = torch.zeros(1, 1, 64, 64)
     defect[..., 28:36, :] = 1
-    assert carried_detail(step + noise, defect)[..., 26:38, :].abs().max() == 0
+    w = photo_weight(defect, step.shape)
+    assert float(w[..., 28:36, :].max()) == 0 and float(w[..., :20, :].min()) == 1
+    out = merge(step + noise, soft, w, tone=1.0, detail=1.0)
+    assert float((out - soft)[..., 28:36, :].abs().max()) < 0.05
+    # with the scan's tone, a fill takes the tone around it: a network result tinted
+    # 0.3 too bright, fill included, comes back to the grey area's level everywhere
+    grey = torch.full((1, 3, 64, 64), 0.5)
+    out = merge(grey, grey + 0.3, w, tone=0.0, detail=1.0)
+    assert float((out - grey).abs().max()) < 0.01
+    half = merge(grey, grey + 0.3, w, tone=0.5, detail=1.0)
+    assert float((half - grey - 0.15).abs().max()) < 0.01
 
 
-def test_detail_option_changes_only_outside_the_mask(restorer):
+def test_noise_level_estimate():
+    torch.manual_seed(2)
+    for sigma in (0.02, 0.1):
+        est = noise_sigma(sigma * torch.randn(1, 1, 128, 128))
+        assert 0.5 * sigma < est < 1.5 * sigma
+
+
+def test_detail_option_is_the_scans_structure_outside_the_mask(restorer):
+    """Outside the mask detail brings the scan's structure back; on the mask only the
+    smooth tone offset that keeps the fill in line with its surroundings follows."""
     img, m = _photo(), _mask()
-    a = restorer.restore(img, m, RestoreOptions(detail=0.0))
-    b = restorer.restore(img, m, RestoreOptions(detail=1.0))
-    assert not np.array_equal(a, b)
-    np.testing.assert_array_equal(a[m >= 128], b[m >= 128])
+    a = restorer.restore(img, m, RestoreOptions(detail=0.0)).astype(float)
+    b = restorer.restore(img, m, RestoreOptions(detail=1.0)).astype(float)
+    outside = np.abs(a - b)[m < 128].mean()
+    assert outside > 1.0
+    assert np.abs(a - b)[m >= 128].mean() < 0.5 * outside
+    # and the result moves towards the scan there
+    assert np.abs(b - img)[m < 128].mean() < np.abs(a - img)[m < 128].mean()
 
 
-@pytest.mark.parametrize("bad", [dict(grow=-1), dict(grow=65), dict(detail=1.5), dict(mask_threshold=256)])
+@pytest.mark.parametrize("bad", [dict(grow=-1), dict(grow=65), dict(detail=1.5), dict(tone=-0.1),
+                                 dict(mask_threshold=256)])
 def test_bad_options_are_typed_errors(bad):
     with pytest.raises(InputError):
         RestoreOptions(**bad)

@@ -1,0 +1,79 @@
+"""What the restored photo keeps of the scan: a two-band merge of the network's result
+and the (pre-filled) photo.
+
+The network is trusted with what it does well here: the texture of the fills and,
+to a chosen degree, the photo's tone and colour. Its
+latent is a quarter of the photo's resolution, so its fine structure is softer than
+the scan's; the merge therefore splits both images at ``radius`` into a low band
+(tone, colour, shading) and a high band (edges, texture, grain):
+
+    out = low(y) * tone + low(x) * (1 - tone)
+        + high(x) * wiener_gain * detail + high(y) * (1 - detail)    (outside the defects)
+
+and on the defects the network's fill, shifted by the smooth change this made around
+them (``fill.smooth_offset``), so a fill continues the tone it is set in.
+
+``wiener_gain`` = max(0, 1 - (k sigma)^2 / local energy of high(x)), with sigma the
+scan's noise level (robust, from its finest band): edges and texture, which stand
+well above the noise, pass; flat areas' grain and noise are attenuated. ``tone = 1``
+and ``detail = 0`` give the network's result unchanged.
+
+Plain tensor maths, O(pixels).
+"""
+from __future__ import annotations
+
+import torch
+
+from .fill import box_blur, smooth_offset
+
+#: Split between the low and the high band: a double (2r+1)^2 box, about a Gaussian
+#: of sigma 2.8 px (the network's softening reaches about this far).
+BAND_RADIUS = 3
+#: Noise multiple below which the scan's high band counts as noise (measured on the
+#: evaluation set, docs/MODEL.md).
+NOISE_MULTIPLE = 1.5
+#: Width of the soft edge between "defect" (the network's own result) and "photo".
+EDGE_RADIUS = 2
+
+
+def low_pass(x: torch.Tensor, radius: int = BAND_RADIUS) -> torch.Tensor:
+    """Double box blur (close to a Gaussian of sigma ~ 0.8 * radius + 0.4)."""
+    return box_blur(box_blur(x, radius), radius)
+
+
+def noise_sigma(x: torch.Tensor) -> float:
+    """Robust noise level of an image: 1.4826 * median |x - 3x3 double box blur|."""
+    return 1.4826 * float((x - low_pass(x, 1)).abs().flatten().median())
+
+
+def wiener_gain(high: torch.Tensor, sigma: float, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
+    """Per-pixel gain in [0, 1] of a band: 1 where its local energy stands far above
+    (multiple * sigma)^2, 0 where it does not exceed it."""
+    energy = low_pass(high * high, EDGE_RADIUS)
+    return (1 - (multiple * sigma) ** 2 / energy.clamp_min(1e-12)).clamp_min(0)
+
+
+def merge(x: torch.Tensor, y: torch.Tensor, photo: torch.Tensor, tone: float, detail: float,
+          radius: int = BAND_RADIUS, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
+    """The two-band merge (module docstring).
+
+    x: the scan with its defects pre-filled; y: the network's result; photo: (N, 1, H, W)
+    in [0, 1], 1 where the scan is intact (0 on defects, soft in between); tone and
+    detail in [0, 1]. All (N, C, H, W) float in the same range.
+    """
+    if tone >= 1 and detail <= 0:
+        return y
+    low_x, low_y = low_pass(x, radius), low_pass(y, radius)
+    high_x = x - low_x
+    toned = y + (1 - tone) * (low_x - low_y)
+    out = toned
+    if detail > 0:
+        kept = high_x * wiener_gain(high_x, noise_sigma(x), multiple)
+        out = out + detail * (kept - (y - low_y))
+    if bool((photo >= 1).all()):
+        return out
+    # on the defects the network's texture stands. Its tone: low(x) there is the pre-fill's
+    # smooth interpolation of the surroundings; what still differs from the merged
+    # surroundings is evened out by a smooth offset measured around the defect
+    fill = toned + smooth_offset(out, toned, (photo >= 1).to(y.dtype))
+    return fill + (out - fill) * photo
