@@ -92,7 +92,7 @@ def to_network_input(image: np.ndarray) -> torch.Tensor:
         raise InputError(f"image shape must be HxW or HxWxC with C in 1..4, got {image.shape}")
     rgb = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, -1)
     scale = 255.0 if image.dtype == np.uint8 else 65535.0
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float()   # a copy: inputs may be read-only
     return t / (scale / 2) - 1.0
 
 
