@@ -191,3 +191,58 @@ def test_missing_pyzmq_in_real_gimp3(gimp_ready, tmp_path):
     assert "/usr/bin/python3" in out["error"] and "-m pip install pyzmq msgpack" in out["error"], out["error"]
     assert "No module named zmq" in out["error"]
     assert "new" not in out and out["original_unchanged"] and not out["dirty"]
+
+
+@pytest.fixture(scope="module")
+def curve_server(tmp_path_factory):
+    """The shipped model behind a loopback bind that still requires CURVE (--curve on),
+    as a server on another machine would; (server, its public key)."""
+    pytest.importorskip("server.cli", reason="the server package is not importable")
+    from oldphoto_model import default_weights_path
+    from server.client import server_key_from
+    from server.keys import server_keypair
+    keys = tmp_path_factory.mktemp("curve")
+    public, _ = server_keypair(str(keys))        # what the server would make on first start
+    srv = ServerProcess(default_weights_path(), extra_args=["--curve", "on", "--key-dir", str(keys)],
+                        server_key=public).start()
+    yield srv, server_key_from(str(keys / "server.key"))
+    srv.stop()
+
+
+def test_curve_in_real_gimp3(gimp_ready, curve_server, tmp_path):
+    """The real GIMP 3 plug-in against a CURVE server: with its public key in the
+    'Server public key' setting it restores; with a wrong or no key it fails fast
+    with a message about the key, and the image is left as it was."""
+    srv, key = curve_server
+    assert key in srv.output()                    # the server printed it at start-up
+    share = tmp_path
+    installer.install("3", gimp3.plugin_dir(share))
+    wrong = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    assert wrong != key
+    img, _ = photo(48, 64, 3, 7)
+    cases = []
+    for i, k in enumerate([key, wrong, ""]):
+        (share / f"photo_{i}.raw").write_bytes(img.tobytes())
+        cases.append(dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=False,
+                          procedure=common.PROCEDURE, args={"server-address": srv.address, "server-key": k}))
+    right, bad, missing = run_cases(share, cases)
+    for out in (right, bad, missing):
+        assert out["registered"], "the plug-in did not register in GIMP 3"
+    print(f"[gimp3] CURVE: right key {right['seconds']:.1f} s, wrong key {bad['seconds']:.1f} s, "
+          f"no key {missing['seconds']:.1f} s")
+
+    assert right["status"] == "success", right
+    assert right["original_unchanged"] and right["new"]["name"].endswith("(restored)")
+    assert len(right["layer_names"]) == right["n_layers_before"] + 1
+    got = np.frombuffer((share / "new_0.raw").read_bytes(), np.uint8).reshape(img.shape)
+    assert not np.array_equal(got, img), "nothing was restored"
+    want = reference(srv.weights, img)
+    assert np.array_equal(got, want), f"new layer differs from the server's result at {int((got != want).sum())} values"
+
+    for out, words in ((bad, "public key is wrong"), (missing, "requires encryption")):
+        assert out["status"] == "execution-error", out
+        assert words in out["error"] and srv.address in out["error"], out["error"]
+        assert "new" not in out and out["n_layers_before"] == len(out["layer_names"]), out
+        assert out["original_unchanged"] and not out["dirty"], out
+        assert out["seconds"] < 15.0, f"the key error took {out['seconds']:.1f} s"
+    assert srv.alive(), "the server died on a bad handshake:\n" + srv.output()[-1500:]
