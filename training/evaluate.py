@@ -77,12 +77,14 @@ def methods(cfg: Config, restorer: Restorer) -> dict[str, Callable[[np.ndarray, 
         "model, only the selection changes": model(sel),
     }
     if E.ablations:
-        for label, opts in (("whole photo, grow 0", dataclasses.replace(full, grow=0)),
+        for label, opts in (("whole photo, network's tone (tone 1)", dataclasses.replace(full, tone=1.0)),
+                            ("whole photo, tone 0.5", dataclasses.replace(full, tone=0.5)),
+                            ("whole photo, the scan's tone (tone 0)", dataclasses.replace(full, tone=0.0)),
+                            ("whole photo, no scan detail (detail 0)", dataclasses.replace(full, detail=0.0)),
+                            ("whole photo, network only (tone 1, detail 0)",
+                             dataclasses.replace(full, tone=1.0, detail=0.0)),
                             ("whole photo, grow 3", dataclasses.replace(full, grow=3)),
-                            ("whole photo, detail 0.5", dataclasses.replace(full, detail=0.5)),
-                            ("whole photo, detail 1", dataclasses.replace(full, detail=1.0)),
-                            ("selection, tone matching off", dataclasses.replace(sel, match_tone=False)),
-                            ("selection, grow 0", dataclasses.replace(sel, grow=0))):
+                            ("selection, tone matching off", dataclasses.replace(sel, match_tone=False))):
             rows[f"model, {label}"] = model(opts)
     return rows
 
