@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from oldphoto_model.archs.nonlocal_block import dilate
 from oldphoto_model.detect import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, detect, load_detector
