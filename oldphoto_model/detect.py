@@ -77,7 +77,9 @@ def load_detector(path: str | os.PathLike | None = None, map_location: str | tor
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise WeightsError(name, f"invalid detector: {str(e)[:300]}") from e
     model.eval()
-    model.weights_info = WeightsInfo(path=name, sha256=_sha256(p), config=config, metadata=metadata)  # type: ignore[arg-type]
+    # an attribute the network class does not declare (the restoration model's way)
+    setattr(model, "weights_info", WeightsInfo(path=name, sha256=_sha256(p), config=config,  # type: ignore[arg-type]
+                                               metadata=metadata))
     return model
 
 

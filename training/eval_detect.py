@@ -135,7 +135,7 @@ def eval_detect(cfg: Config, weights: str | Path | None, out: Path) -> list[Path
     run_weights = Path(cfg.train.run_dir) / "detector.pt"
     path = Path(weights) if weights else run_weights if run_weights.is_file() else DEFAULT_DETECTOR
     model = load_detector(path)
-    threshold = float(model.weights_info.metadata.get("threshold", DEFAULT_THRESHOLD))
+    threshold = float(getattr(model, "weights_info").metadata.get("threshold", DEFAULT_THRESHOLD))
     detectors = default_detectors(model, threshold)
     pairs = eval_pairs(cfg)
     rows = detection_rows(cfg, pairs, detectors)
