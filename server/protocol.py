@@ -32,6 +32,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
                                                "unrestored surroundings (no tinted patch or seam)"),
     "detail": (float, _DEFAULTS.detail, "0..1: how much of the photo's own fine detail is kept "
                                         "outside the mask"),
+    "tone": (float, _DEFAULTS.tone, "0..1: how much of the network's tone and colour correction is "
+                                    "applied outside the mask (0 keeps the photo's own tone; fills are "
+                                    "restored either way)"),
 }
 
 

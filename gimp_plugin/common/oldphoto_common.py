@@ -71,6 +71,9 @@ OPTIONS = (
     ("detail", float, 1.0, "Keep film grain/detail",
      "How much of the photo's own fine detail and film grain is kept outside the scratches: "
      "1 keeps all of it, 0 gives the model's smoother result"),
+    ("tone", float, 0.25, "Restore tone and colour",
+     "How much of the model's tone and colour correction is applied: 0 keeps the photo's own "
+     "tone (only scratches, damage and noise are repaired), 1 applies the model's"),
 )
 DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
 
@@ -78,13 +81,13 @@ DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
 #: defaults are the server's (oldphoto_model.RestoreOptions, sent in its ``info``;
 #: the plug-in cannot import that package, so a test keeps these equal), and only
 #: values that differ from them are sent.
-SERVER_OPTIONS = ("grow", "match_tone", "detail")
+SERVER_OPTIONS = ("grow", "match_tone", "detail", "tone")
 #: Ranges of the numeric options: (lowest, highest, step of the dialog's spinner/slider);
 #: the model package checks the same bounds (a test keeps them equal).
-RANGES = {"grow": (0, 64, 1), "detail": (0.0, 1.0, 0.05)}
+RANGES = {"grow": (0, 64, 1), "detail": (0.0, 1.0, 0.05), "tone": (0.0, 1.0, 0.05)}
 #: How the options are grouped in a dialog: what to restore, how, then where the server is.
 DIALOG_ORDER = ("use_selection", "restrict_to_selection", "detect_scratches", "grow", "match_tone",
-                "detail", "server_address", "server_key")
+                "detail", "tone", "server_address", "server_key")
 
 LAYER_SUFFIX = " (restored)"
 

@@ -22,6 +22,11 @@ def read(drawable, fmt):
                                            Gegl.AbyssPolicy.NONE))
 
 
+def plain(value):
+    """A parameter's default or bound as JSON can hold it (None for objects)."""
+    return value if isinstance(value, (bool, int, float, str)) else None
+
+
 def build(case, i):
     c = case["channels"]
     W, H = case["canvas"]
@@ -74,6 +79,8 @@ def run_case(case, i):
         return out
     out["menu_paths"] = list(proc.get_menu_paths())
     out["image_types"] = proc.get_image_types()
+    out["arguments"] = [[a.name] + [plain(getattr(a, f, None)) for f in ("default_value", "minimum", "maximum")]
+                        for a in proc.get_arguments()]
     cfg = proc.create_config()
     cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     cfg.set_property("image", image)

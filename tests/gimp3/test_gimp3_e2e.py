@@ -128,6 +128,12 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
     cases.append(dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=False,
                       indexed=True, args={"server-address": server.address}))
     expect.append(("indexed", img4, None, None))
+    # 6: the restore tuning as a script sets it (double arguments), only the selection changes
+    img6, scr6 = photo(72, 96, 3, 6)
+    sel6 = scratch_selection(scr6, (72, 96), (0, 0))
+    cases.append(dict(channels=3, canvas=[96, 72], layer_size=[96, 72], offsets=[0, 0], selection=True,
+                      args={"server-address": server.address, "tone": 1.0, "detail": 0.5}))
+    expect.append(("restrict", img6, sel6, sel6))
 
     for i, ((_, img, _m, sel), case) in enumerate(zip(expect, cases)):
         case["procedure"] = common.PROCEDURE
@@ -137,9 +143,16 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
             (share / f"selection_{i}.raw").write_bytes(sel.tobytes())
 
     outs = run_cases(share, cases)
-    for i, (out, (kind, img, mask, sel)) in enumerate(zip(outs, expect)):
+    for i, (out, (kind, img, mask, sel), case) in enumerate(zip(outs, expect, cases)):
         assert out["registered"], "the plug-in did not register in GIMP 3"
         assert out["menu_paths"] == ["<Image>/Filters/Enhance"]
+        # every option of the shared list is an argument, in its order, with its default and range
+        args = {a[0]: a[1:] for a in out["arguments"]}
+        names = [o[0].replace("_", "-") for o in common.OPTIONS]
+        assert [a[0] for a in out["arguments"] if a[0] in names] == names, out["arguments"]
+        for name, typ, default, _label, _desc in common.OPTIONS:
+            got, lo_hi = args[name.replace("_", "-")], list(common.RANGES.get(name, (None, None))[:2])
+            assert [(got[0] or "") if typ is str else got[0]] + got[1:] == [default] + lo_hi, (name, got)
         if sel is not None:
             back = np.frombuffer((share / f"selection_readback_{i}.raw").read_bytes(), np.uint8)
             assert np.array_equal(back.reshape(sel.shape), sel), f"case {i}: test set-up: selection differs"
@@ -165,7 +178,12 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
             from server.client import crop_plan
             ys, xs = np.nonzero(mask)
             region = crop_plan(w, h, (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
-            want = reference(server.weights, img, mask, True, region)
+            tuning = {k.replace("-", "_"): v for k, v in case["args"].items()
+                      if k.replace("-", "_") in common.SERVER_OPTIONS}
+            want = reference(server.weights, img, mask, True, region, options=tuning)
+            if tuning:
+                assert not np.array_equal(want, reference(server.weights, img, mask, True, region)), \
+                    f"case {i}: the tuning makes no difference here"
             assert np.array_equal(got[mask == 0], img[mask == 0]), f"case {i}: pixels outside the selection changed"
         else:
             want = reference(server.weights, img, mask)

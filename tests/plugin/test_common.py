@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -215,7 +216,8 @@ def test_server_status_for_the_dialog(server, monkeypatch):
     ok, detection, line = common.server_status(dead, timeout=0.3)
     assert not ok and f"no answer at {dead}" in line and f"--bind {dead}" in line
     assert common.dialog_options(dead, status=(ok, detection, line)) == [
-        "use_selection", "restrict_to_selection", "grow", "match_tone", "detail", "server_address", "server_key"]
+        "use_selection", "restrict_to_selection", "grow", "match_tone", "detail", "tone", "server_address",
+        "server_key"]
     ok, _, line = common.server_status("localhost:5587")
     assert not ok and "the address cannot work" in line and "did you mean tcp://localhost:5587" in line
 
@@ -226,6 +228,10 @@ def test_restore_tuning_is_the_model_s():
     from oldphoto_model import InputError, RestoreOptions
     from server.protocol import OPTIONS as PROTOCOL_OPTIONS
     opt = dict((o[0], o) for o in common.OPTIONS)
+    # every restore option of the protocol is offered, except the mask's threshold (the
+    # server's stays) and restrict_to_mask (set from "only change the selected scratches")
+    assert sorted(common.SERVER_OPTIONS) == sorted(set(PROTOCOL_OPTIONS) - {"mask_threshold", "restrict_to_mask"})
+    assert sorted(common.RANGES) == sorted(n for n in common.SERVER_OPTIONS if opt[n][1] in (int, float))
     for name in common.SERVER_OPTIONS:
         typ, default, _help = PROTOCOL_OPTIONS[name]
         assert opt[name][1] is typ and opt[name][2] == default == getattr(RestoreOptions(), name), name
@@ -239,14 +245,25 @@ def test_restore_tuning_is_the_model_s():
     assert sorted(common.DIALOG_ORDER) == sorted(opt)
 
 
+def test_plugin_doc_gives_the_restore_tuning_defaults():
+    """docs/PLUGIN.md's options table gives each restore setting's default as the plug-in
+    has it (and so the model's, see above)."""
+    doc = (ROOT / "docs" / "PLUGIN.md").read_text()
+    rows = dict(re.findall(r"^\| `([\w-]+)`[^|]*\| `?([^|`]+?)`? \|", doc, re.M))
+    for name in common.SERVER_OPTIONS:
+        typ, default = type(common.DEFAULTS[name]), common.DEFAULTS[name]
+        cell = rows[name.replace("_", "-")]
+        assert (cell == ("on" if default else "off")) if typ is bool else (typ(cell) == default), (name, cell)
+
+
 def test_restore_tuning_sent_only_when_changed():
     from server.client import crop_plan
     host = _Host(16, 8, 3, bytes(16 * 8 * 3), None)
     assert common.request_for(host, {}, crop_plan)[3] == {}
-    changed = {"grow": 4, "match_tone": False, "detail": 0.25}
+    changed = {"grow": 4, "match_tone": False, "detail": 0.25, "tone": 0.75}
     assert common.request_for(host, changed, crop_plan)[3] == changed
     assert common.options_from({"grow": 2.0, "detail": 1})["grow"] == 2        # gimpfu spinners
-    for bad in ({"grow": 65}, {"grow": -1}, {"detail": 1.01}, {"detail": "much"}):
+    for bad in ({"grow": 65}, {"grow": -1}, {"detail": 1.01}, {"detail": "much"}, {"tone": -0.05}, {"tone": 1.5}):
         with pytest.raises(common.PluginError) as e:
             common.options_from(bad)
         assert e.value.kind == "input" and dict((o[0], o[3]) for o in common.OPTIONS)[list(bad)[0]] in e.value.message

@@ -2,6 +2,7 @@
 limits, the restore tuning flags and 16-bit photos (a real server on loopback)."""
 from __future__ import annotations
 
+import re
 import struct
 import time
 import zlib
@@ -56,8 +57,21 @@ def test_restore_tuning_flags_come_from_the_protocol():
     ns = restore_parser().parse_args(["in.png", "out.png"])
     for name, (_typ, default, _help) in OPTIONS.items():
         assert getattr(ns, name) == default == getattr(RestoreOptions(), name)
-    ns = restore_parser().parse_args(["in.png", "out.png", "--grow", "3", "--no-match-tone", "--detail", "0.5"])
-    assert (ns.grow, ns.match_tone, ns.detail) == (3, False, 0.5)
+    ns = restore_parser().parse_args(["in.png", "out.png", "--grow", "3", "--no-match-tone", "--detail", "0.5",
+                                      "--tone", "1"])
+    assert (ns.grow, ns.match_tone, ns.detail, ns.tone) == (3, False, 0.5, 1.0)
+    assert f"(default: {RestoreOptions().tone})" in " ".join(restore_parser().format_help().split())
+
+
+def test_protocol_doc_lists_every_option_with_its_default():
+    """docs/protocol.md's options table names every option of the protocol with the
+    model's default (the defaults are typed there; this keeps them true)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+?) \|", doc, re.M))
+    for name, (typ, default, _help) in OPTIONS.items():
+        assert name in rows, f"docs/protocol.md has no row for option {name}"
+        cell = rows[name]
+        assert (cell == str(default).lower()) if typ is bool else (typ(cell) == default), (name, cell, default)
 
 
 @pytest.mark.parametrize("via", ["server", "in-process"])
@@ -67,13 +81,15 @@ def test_restore_tuning_flags_reach_the_model(address, weights_path, reference, 
     Image.fromarray(img).save(src)
     Image.fromarray(mask).save(msk)
     args = ["restore", str(src), str(dst), "--mask", str(msk), "--restrict-to-mask", "--grow", "3",
-            "--no-match-tone", "--detail", "0.5"]
+            "--no-match-tone", "--detail", "0.5", "--tone", "1"]
     args += ["--address", address] if via == "server" else ["--in-process", "--weights", str(weights_path),
                                                             "--device", "cpu", "--precision", "fp32"]
     assert main(args) == 0
-    want = reference.restore(img, mask, RestoreOptions(restrict_to_mask=True, grow=3, match_tone=False, detail=0.5))
+    tuning = dict(restrict_to_mask=True, grow=3, match_tone=False, detail=0.5)
+    want = reference.restore(img, mask, RestoreOptions(tone=1.0, **tuning))
     np.testing.assert_array_equal(np.asarray(Image.open(dst)), want)
     assert not np.array_equal(want, reference.restore(img, mask, RestoreOptions(restrict_to_mask=True)))
+    assert not np.array_equal(want, reference.restore(img, mask, RestoreOptions(**tuning)))   # tone counted
 
 
 def write_png16(path: Path, arr: np.ndarray) -> None:
