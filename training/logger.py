@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 import time
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from oldphoto_model.atomic import atomic_write_bytes
 
 
 class ProgressBar:
@@ -46,6 +49,12 @@ class ProgressBar:
             sys.stderr.write("\n")
 
 
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
 class ScalarLog:
     """Appends scalars to ``log.csv`` (always) and tensorboard (when importable)."""
 
@@ -69,6 +78,12 @@ class ScalarLog:
             self.fields = list(row)
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(self.fields)
+        elif any(k not in self.fields for k in row):
+            # a resumed run with a new loss term: widen the header, older rows get blanks
+            self.fields += [k for k in row if k not in self.fields]
+            with open(self.path, newline="") as f:
+                old = [r + [""] * (len(self.fields) - len(r)) for r in list(csv.reader(f))[1:]]
+            atomic_write_bytes(self.path, _csv_text([self.fields] + old).encode())
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([row.get(k, "") for k in self.fields])
         if self.tb is not None:

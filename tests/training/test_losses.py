@@ -17,3 +17,4 @@ def test_gradient_l1_charges_a_blur():
     blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
     sharp_noise = x + 0.01 * torch.randn_like(x)
     assert float(gradient_l1(blurred, x)) > 5 * float(gradient_l1(sharp_noise, x))
+
