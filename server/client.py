@@ -276,8 +276,10 @@ class Client(object):
             self._sock = s
         return self._sock
 
-    def _handshake_failed(self):
-        """Whether the monitor saw a connection whose handshake failed or never finished."""
+    def _handshake_state(self):
+        """What the monitor saw: "failed" when ZeroMQ reported a failed handshake (a key
+        problem), "silent" when a connection was made but its handshake never finished
+        (a stuck or flooded server, or no ZeroMQ at all), else None."""
         connected = failed = ok = False
         while self._monitor is not None and self._monitor.poll(0):
             try:
@@ -288,7 +290,9 @@ class Client(object):
             connected = connected or event == zmq.EVENT_CONNECTED
             failed = failed or event in _HANDSHAKE_FAILED
             ok = ok or event == getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", -1)
-        return failed or (connected and not ok and getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", 0) != 0)
+        if failed:
+            return "failed"
+        return "silent" if connected and not ok else None
 
     def _close_socket(self, sock):
         """Close ``sock`` and its monitor at once (linger 0)."""
@@ -357,10 +361,11 @@ class Client(object):
             if deadline is not None:
                 left = deadline - time.time()
                 if left <= 0:
-                    refused = self._handshake_failed()
+                    handshake = self._handshake_state()
                     self._reset()
                     err = ClientError(E_TIMEOUT, "no reply from %s within %.1f s" % (self.address, timeout))
-                    err.refused = refused      # the handshake failed: a key problem, not a missing server
+                    err.refused = handshake == "failed"    # a key problem, not a missing server
+                    err.silent = handshake == "silent"     # connected, but nothing answered
                     raise err
                 wait = min(wait, max(1, int(left * 1000)))
             if not s.poll(wait, zmq.POLLIN):
@@ -412,7 +417,10 @@ class Client(object):
                 raise SecurityError(
                     "the server at %s requires encryption: give its public key (the \"public key\" "
                     "line it printed at start-up)" % self.address)
-            raise ServerUnavailable(self.address, "no answer to ping within %.1f s" % timeout)
+            detail = "no answer to ping within %.1f s" % timeout
+            if getattr(e, "silent", False):
+                detail += "; something accepted the connection but never answered: a stuck or overloaded server?"
+            raise ServerUnavailable(self.address, detail)
         self._alive = True
         return header
 

@@ -232,3 +232,34 @@ def test_size_problem_follows_each_limit():
     assert "frame" in size_problem(10, 10, 4, False, limits)
     assert "request" in size_problem(10, 10, 3, True, limits, header_bytes=100)
     assert size_problem(10 ** 5, 10 ** 5, 4, True, {}) == ""     # a server that gives no limits
+
+
+@pytest.mark.parametrize("key", [None, "curve"])
+def test_a_silent_server_is_no_key_problem(key):
+    """A listener that accepts the connection but never finishes ZeroMQ's handshake (a
+    stuck or flooded server) is reported as no answer, not as an encryption problem:
+    only a handshake-failure event from ZeroMQ means a key problem."""
+    import socket
+
+    import zmq
+    with socket.create_server(("127.0.0.1", 0)) as silent:   # the kernel accepts; nobody speaks
+        address = "tcp://127.0.0.1:%d" % silent.getsockname()[1]
+        server_key = zmq.curve_keypair()[0].decode() if key else None
+        with Client(address, server_key=server_key) as cl, pytest.raises(ClientError) as e:
+            cl.ping(timeout=0.5)
+    assert isinstance(e.value, ServerUnavailable) and e.value.code == "server_unavailable", e.value.message
+    assert "no answer to ping within 0.5 s" in e.value.message and "stuck or overloaded" in e.value.message
+
+
+@pytest.mark.parametrize("tone,says", [(-0.1, "tone must be in 0..1"), (1.5, "tone must be in 0..1"),
+                                       ("much", "option 'tone' must be a number"),
+                                       (True, "option 'tone' must be a number")])
+def test_tone_out_of_range_is_a_typed_bad_option(address, tone, says):
+    """The server checks 'tone' (through RestoreOptions) before queueing anything."""
+    from server.client import ServerError
+    from server.wire import E_BAD_OPTION
+    with Client(address) as cl, pytest.raises(ServerError) as e:
+        cl.restore(random_image(2, 8, 8, 3).tobytes(), 8, 8, 3, options={"tone": tone})
+    assert e.value.code == E_BAD_OPTION and says in e.value.message, e.value.message
+    with Client(address) as cl:       # an integer is a number: 0 keeps the photo's own tone
+        assert len(cl.restore(random_image(2, 8, 8, 3).tobytes(), 8, 8, 3, options={"tone": 0})[0]) == 8 * 8 * 3
