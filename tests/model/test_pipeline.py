@@ -140,7 +140,7 @@ def test_pipeline_equals_plain_model_forward(norm):
     img = _img((52, 44, 3), 7)
     mask = _scratch(52, 44)
     out = Restorer(model, device="cpu", precision="fp32", band_elements=2000).restore(
-        img, mask, RestoreOptions(grow=0, detail=0.0))
+        img, mask, RestoreOptions(grow=0, detail=0.0, tone=1.0))
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
     m = torch.from_numpy(mask >= 128)[None, None].float()
     with torch.no_grad():

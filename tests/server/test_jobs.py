@@ -185,6 +185,7 @@ def test_out_of_memory_retries_or_reports_and_the_server_survives(weights_path, 
             else:
                 data, meta = cl.restore(img.tobytes(), 24, 24, 3, mask.tobytes())
                 assert meta["low_memory"] is True
-                np.testing.assert_array_equal(np.frombuffer(data, np.uint8).reshape(24, 24, 3),
-                                              reference.restore(img, mask))
+                # the retry's small attention chunks: the same result up to rounding
+                got = np.frombuffer(data, np.uint8).reshape(24, 24, 3).astype(int)
+                assert np.abs(got - reference.restore(img, mask)).max() <= 1
             assert cl.ping()["type"] == "ok"
