@@ -22,8 +22,11 @@ Plain tensor maths, O(pixels).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from .archs.nonlocal_block import dilate
 from .fill import box_blur, smooth_offset
 
 #: Split between the low and the high band: a double (2r+1)^2 box, about a Gaussian
@@ -54,6 +57,15 @@ def wiener_gain(high: torch.Tensor, sigma: float, multiple: float = NOISE_MULTIP
     (multiple * sigma)^2, 0 where it does not exceed it."""
     energy = low_pass(high * high, EDGE_RADIUS)
     return (1 - (multiple * sigma) ** 2 / energy.clamp_min(1e-12)).clamp_min(0)
+
+
+def photo_weight(defect: Optional[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """(1, 1, H, W): 1 where the scan is intact, 0 on and next to defects (a scratch's
+    soft edge is no detail), with a soft edge of ``EDGE_RADIUS`` px in between."""
+    if defect is None:
+        return torch.ones(1, 1, *shape[-2:])
+    near = dilate(defect[0, 0] > 0.5, EDGE_RADIUS).to(torch.float32)[None, None]
+    return 1 - box_blur(near, EDGE_RADIUS).clamp(0, 1)
 
 
 def merge(x: torch.Tensor, y: torch.Tensor, photo: torch.Tensor, tone: float, detail: float,

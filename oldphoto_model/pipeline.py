@@ -22,8 +22,8 @@ from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
 from .archs.nonlocal_block import dilate
-from .bands import EDGE_RADIUS, merge
-from .fill import box_blur, smooth_offset
+from .bands import merge, photo_weight
+from .fill import smooth_offset
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent, prefill
 
@@ -262,15 +262,6 @@ class Restorer:
         if c in (2, 4):
             out[:, :, nc:] = image[:, :, nc:]   # alpha untouched
         return out.reshape(orig_shape), {"low_memory": low_memory}
-
-
-def photo_weight(defect: Optional[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
-    """(1, 1, H, W): 1 where the scan is intact, 0 on and next to defects (a scratch's
-    soft edge is no detail), with a soft edge of ``bands.EDGE_RADIUS`` px in between."""
-    if defect is None:
-        return torch.ones(1, 1, *shape[-2:])
-    near = dilate(defect[0, 0] > 0.5, EDGE_RADIUS).to(torch.float32)[None, None]
-    return 1 - box_blur(near, EDGE_RADIUS).clamp(0, 1)
 
 
 def blend_into(x: torch.Tensor, y: torch.Tensor, mask: np.ndarray, defect: Optional[torch.Tensor],

@@ -22,3 +22,12 @@ def random_model(config: ModelConfig = TINY, seed: int = 0) -> RestorationModel:
 @pytest.fixture(scope="session")
 def tiny_model() -> RestorationModel:
     return random_model()
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (other work shares the 2 cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

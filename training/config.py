@@ -235,8 +235,8 @@ def _small() -> Config:
 
 
 def _cpu() -> Config:
-    """The recipe of the shipped default weights (docs/MODEL.md): the ``small`` networks,
-    trained in about 1.5 hours on a 2-core CPU. The image discriminators are off (they cost
+    """The recipe of the previous default weights (docs/MODEL.md): the ``small`` networks,
+    trained in about 1.5 hours on a 2-core CPU; ``cpu-sharp`` builds on it. The image discriminators are off (they cost
     half of every step and need far more steps than this to help); the mapping gets a
     pixel L1 on the decoded image in place of the perceptual term (no VGG19 weights here);
     the networks have no instance norm."""

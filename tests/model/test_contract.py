@@ -6,8 +6,8 @@ import torch
 
 from oldphoto_model import InputError, Restorer, RestoreOptions
 from oldphoto_model.fill import box_blur, fill_holes, smooth_offset
-from oldphoto_model.bands import low_pass, merge, noise_sigma
-from oldphoto_model.pipeline import blend_into, photo_weight
+from oldphoto_model.bands import low_pass, merge, noise_sigma, photo_weight
+from oldphoto_model.pipeline import blend_into
 
 from ..conftest import random_model
 

@@ -9,12 +9,7 @@ from oldphoto_model.detect import detect, detect_logits, load_detector, save_det
 from oldphoto_model.errors import WeightsError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(width=4, levels=2, seed=0):

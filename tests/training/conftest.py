@@ -1,16 +1,12 @@
 import pytest
-import torch
 
 from training.config import preset
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
+def _one_thread(one_thread):
     # other engineers run tests at the same time on 2 cores
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
