@@ -30,9 +30,9 @@ from oldphoto_model.detect import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, detect, l
 from .classical import tophat_detect
 from .config import Config
 from .data.dataset import load_textures
-from .data.degradations import add_defects, degrade
+from .data.degradations import degrade
 from .data.sources import list_images
-from .evaluate import _cell, eval_photos, load_photo, overlay, real_dir
+from .evaluate import _cell, degraded_pair, eval_photos, load_photo, overlay, real_dir
 from .logger import save_grid
 
 #: edge tolerance of precision and recall, in pixels
@@ -43,13 +43,11 @@ Detector = Callable[[np.ndarray], np.ndarray]      # uint8 HxWx3 -> bool HxW
 
 def eval_pairs(cfg: Config) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(name, clean, degraded, bool mask, aged without defects) per evaluation photo, made as
-    ``evaluate`` makes its pairs (same seeds, so the same degraded photos)."""
+    ``evaluate`` makes its pairs (``degraded_pair``: the same degraded photos)."""
     textures = load_textures(cfg.data.cache_dir)
     out = []
     for i, (name, clean) in enumerate(eval_photos(cfg)):
-        degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True)
-        if not mask.any():
-            degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
+        degraded, mask = degraded_pair(cfg, i, clean, textures)
         # the identical seed draws the identical unstructured ageing (defects come last)
         aged, _, _ = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=False)
         out.append((name, clean, degraded, mask, aged))

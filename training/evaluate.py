@@ -52,6 +52,15 @@ def eval_photos(cfg: Config) -> list[tuple[str, np.ndarray]]:
     return [(p.stem, load_photo(p, cfg.eval.max_side)) for p in paths]
 
 
+def degraded_pair(cfg: Config, i: int, clean: np.ndarray, textures) -> tuple[np.ndarray, np.ndarray]:
+    """(degraded, bool defect mask) of evaluation photo ``i``: a fixed seed per photo, and
+    always with defects, so the in-mask figures are defined."""
+    degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True)
+    if not mask.any():
+        degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
+    return degraded, mask
+
+
 def load_photo(path: Path, max_side: int) -> np.ndarray:
     """RGB uint8, shrunk (Lanczos) so that its long side is at most ``max_side``."""
     im = Image.open(path).convert("RGB")
@@ -102,10 +111,7 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     table = methods(cfg, restorer)
     rows, grid = [], []
     for i, (name, clean) in enumerate(eval_photos(cfg)):
-        # fixed seed per photo; always with defects so the in-mask PSNR is defined
-        degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True)
-        if not mask.any():
-            degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
+        degraded, mask = degraded_pair(cfg, i, clean, textures)
         results = {m: f(degraded, mask) for m, f in table.items()}
         for method, im in results.items():
             if im is None:
