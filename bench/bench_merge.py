@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from oldphoto_model import Restorer, RestoreOptions, load_model  # noqa: E402
+from oldphoto_model import RestoreOptions, Restorer, load_model  # noqa: E402
 
 
 def photo(side: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,8 +32,8 @@ METHODS = {
 def run_case(size: int, mask_kind: str, method: str, device: str, weights: str | None) -> dict:
     import numpy as np
     import torch
-
     from masks import blotch_mask, scratch_mask
+
     from oldphoto_model import AttentionOptions, RestorationModel, Restorer, load_model
 
     backend, hole_only, precision = METHODS[method]

@@ -144,6 +144,7 @@ def main() -> None:
             weights = label = str(default_weights_path())
         elif weights == "random":
             import torch
+
             from oldphoto_model import ModelConfig, RestorationModel, save_model
             torch.manual_seed(0)
             model = RestorationModel(ModelConfig())

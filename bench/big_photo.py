@@ -10,8 +10,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from masks import scratch_mask  # noqa: E402
+
 from oldphoto_model import RestorationModel, Restorer  # noqa: E402
 
 size = int(sys.argv[1]) if len(sys.argv) > 1 else 2048

@@ -4,7 +4,15 @@ from .config import AttentionOptions, MappingConfig, ModelConfig, VAEConfig
 from .device import select_device, select_precision
 from .errors import Cancelled, InputError, OldPhotoError, WeightsError
 from .model import RestorationModel, mask_to_latent
-from .pipeline import DEFAULT_MASK_THRESHOLD, LOW_MEMORY_ATTENTION, Restorer, RestoreOptions, binarize_mask, is_oom, restore
+from .pipeline import (
+           DEFAULT_MASK_THRESHOLD,
+           LOW_MEMORY_ATTENTION,
+           RestoreOptions,
+           Restorer,
+           binarize_mask,
+           is_oom,
+           restore,
+)
 from .weights import WeightsInfo, default_weights_path, load_model, save_model
 
 __version__ = "0.1.0"

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .archs.nonlocal_block import dilate
+from .bands import merge, photo_weight
 from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
-from .archs.nonlocal_block import dilate
-from .bands import merge, photo_weight
 from .fill import smooth_offset
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent, prefill

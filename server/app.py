@@ -20,16 +20,26 @@ from typing import Any, Optional, Sequence
 
 import zmq
 
-from oldphoto_model import Restorer, __version__ as model_version
+from oldphoto_model import Restorer
+from oldphoto_model import __version__ as model_version
 
-from . import __version__, protocol
-from .wire import (DTYPE_U8, E_BUSY, E_CANCELLED, E_INTERNAL, E_SOCKET_TYPE, E_UNKNOWN_JOB, OPS,
-                   PROTOCOL_VERSION, T_ACCEPTED, T_OK)
+from . import __version__, keys, protocol
 from .config import ServerConfig
-from .protocol import ProtocolError
-from .worker import Busy, Job, Worker
-from . import keys
 from .peers import MONITOR_EVENTS, Connections, UnreadReplies, mb
+from .protocol import ProtocolError
+from .wire import (
+    DTYPE_U8,
+    E_BUSY,
+    E_CANCELLED,
+    E_INTERNAL,
+    E_SOCKET_TYPE,
+    E_UNKNOWN_JOB,
+    OPS,
+    PROTOCOL_VERSION,
+    T_ACCEPTED,
+    T_OK,
+)
+from .worker import Busy, Job, Worker
 
 log = logging.getLogger("oldphoto.server")
 

@@ -34,19 +34,68 @@ except ImportError as _e:   # name the interpreter: GIMP's Python is often not t
 # every protocol name is re-exported (``from .wire import *``); the ones used here are named too
 try:   # inside the server package; the installer copies wire.py as oldphoto_wire.py
     from .wire import *  # noqa: F401,F403  (the protocol's names, written once in wire.py)
-    from .wire import (DEFAULT_ADDRESS, DTYPE_U8, E_ADDRESS, E_CANCELLED, E_CLIENT_INPUT, E_FRAME_COUNT,
-                       E_INTERNAL, E_SECURITY, E_TIMEOUT, E_TOO_LARGE, E_UNAVAILABLE, OP_CANCEL, OP_ECHO,
-                       OP_INFO, OP_PING, OP_RESTORE, PROTOCOL_VERSION, START_HINT, T_ACCEPTED, T_ERROR, T_OK,
-                       T_PROGRESS, AddressError, check_address, clip, is_curve_key, pack_header,
-                       unpack_header)
+    from .wire import (
+        DEFAULT_ADDRESS,
+        DTYPE_U8,
+        E_ADDRESS,
+        E_CANCELLED,
+        E_CLIENT_INPUT,
+        E_FRAME_COUNT,
+        E_INTERNAL,
+        E_SECURITY,
+        E_TIMEOUT,
+        E_TOO_LARGE,
+        E_UNAVAILABLE,
+        OP_CANCEL,
+        OP_ECHO,
+        OP_INFO,
+        OP_PING,
+        OP_RESTORE,
+        PROTOCOL_VERSION,
+        START_HINT,
+        T_ACCEPTED,
+        T_ERROR,
+        T_OK,
+        T_PROGRESS,
+        AddressError,
+        check_address,
+        clip,
+        is_curve_key,
+        pack_header,
+        unpack_header,
+    )
 except (ImportError, ValueError):   # Python 3 / Python 2 without a parent package
     from oldphoto_wire import *  # type: ignore  # noqa: F401,F403
-    from oldphoto_wire import (DEFAULT_ADDRESS, DTYPE_U8, E_ADDRESS, E_CANCELLED,  # type: ignore
-                               E_CLIENT_INPUT, E_FRAME_COUNT, E_INTERNAL, E_SECURITY, E_TIMEOUT,
-                               E_TOO_LARGE, E_UNAVAILABLE, OP_CANCEL, OP_ECHO, OP_INFO, OP_PING,
-                               OP_RESTORE, PROTOCOL_VERSION, START_HINT, T_ACCEPTED, T_ERROR, T_OK,
-                               T_PROGRESS, AddressError, check_address, clip, is_curve_key,
-                               pack_header, unpack_header)
+    from oldphoto_wire import (  # type: ignore
+        DEFAULT_ADDRESS,
+        DTYPE_U8,
+        E_ADDRESS,
+        E_CANCELLED,
+        E_CLIENT_INPUT,
+        E_FRAME_COUNT,
+        E_INTERNAL,
+        E_SECURITY,
+        E_TIMEOUT,
+        E_TOO_LARGE,
+        E_UNAVAILABLE,
+        OP_CANCEL,
+        OP_ECHO,
+        OP_INFO,
+        OP_PING,
+        OP_RESTORE,
+        PROTOCOL_VERSION,
+        START_HINT,
+        T_ACCEPTED,
+        T_ERROR,
+        T_OK,
+        T_PROGRESS,
+        AddressError,
+        check_address,
+        clip,
+        is_curve_key,
+        pack_header,
+        unpack_header,
+    )
 
 #: Context kept around a selection's bounding box by default (pixels); see crop_plan.
 DEFAULT_CROP_MARGIN = 128

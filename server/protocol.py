@@ -14,11 +14,34 @@ import numpy as np
 
 from oldphoto_model import InputError, RestoreOptions
 
-from .wire import (DTYPE_U8, E_BAD_OPTION, E_FRAME_COUNT, E_MALFORMED, E_MASK_SHAPE,
-                   E_SIZE_MISMATCH, E_TOO_LARGE, E_UNKNOWN_OP, E_UNSUPPORTED, E_VERSION, MAX_FRAMES, MAX_ID_LEN,
-                   OP_CANCEL, OP_ECHO, OP_INFO, OP_PING, OP_RESTORE, OPS, PROTOCOL_VERSION, T_ERROR,
-                   HeaderError, clip, is_protocol_version, pack_header, unpack_header)
 from .config import ServerConfig
+from .wire import (
+    DTYPE_U8,
+    E_BAD_OPTION,
+    E_FRAME_COUNT,
+    E_MALFORMED,
+    E_MASK_SHAPE,
+    E_SIZE_MISMATCH,
+    E_TOO_LARGE,
+    E_UNKNOWN_OP,
+    E_UNSUPPORTED,
+    E_VERSION,
+    MAX_FRAMES,
+    MAX_ID_LEN,
+    OP_CANCEL,
+    OP_ECHO,
+    OP_INFO,
+    OP_PING,
+    OP_RESTORE,
+    OPS,
+    PROTOCOL_VERSION,
+    T_ERROR,
+    HeaderError,
+    clip,
+    is_protocol_version,
+    pack_header,
+    unpack_header,
+)
 
 #: Options a restore accepts: name -> (type, default, description). Sent in ``info``.
 #: The defaults are the model package's (``RestoreOptions``), which also checks ranges.

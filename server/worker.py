@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 import zmq
 
-from oldphoto_model import Cancelled, InputError, Restorer, RestoreOptions, is_oom
+from oldphoto_model import Cancelled, InputError, RestoreOptions, Restorer, is_oom
 from oldphoto_model.pipeline import Progress
 
 from . import protocol

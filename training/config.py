@@ -92,6 +92,9 @@ class LossConfig:
     # mapping: L1 between the finite differences of G_B(T(z_x)) and y (not in the paper):
     # a pixel L1 alone is content with a blur; this one charges every softened edge
     image_grad_l1: float = 0.0
+    # mapping: L1 of G_B(T(z_x)) - y over the defect pixels only (mean over them; not in the
+    # paper): defects are a few % of a crop, so the whole-image terms barely charge a poor fill
+    hole_l1: float = 0.0
     vgg_weights: str = ""          # torchvision vgg19 state-dict file; "" = none
     # without a VGG19 file: "off" | "encoder_b" (features of the frozen clean-domain
     # encoder) | "random_vgg"; docs/TRAINING.md has the measurement behind the default

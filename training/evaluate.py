@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from oldphoto_model import Restorer, RestoreOptions, load_model
+from oldphoto_model import RestoreOptions, Restorer, load_model
 
 from .classical import hand_recipe, opencv, telea
 from .config import Config

@@ -36,6 +36,12 @@ def gradient_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dx + dy)
 
 
+def masked_l1(fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference over the pixels where ``mask`` (N, 1, H, W) is 1; 0 without any."""
+    m = mask.float().expand_as(fake)
+    return ((fake.float() - real.float()).abs() * m).sum() / m.sum().clamp_min(1.0)
+
+
 def kl_reduced(h: torch.Tensor) -> torch.Tensor:
     """KL term of the reduced VAE (unit variance): mean(h^2)."""
     return h.float().pow(2).mean()

@@ -7,8 +7,19 @@ from __future__ import absolute_import, division, print_function
 import os
 import sys
 
-from gimpfu import (NORMAL_MODE, PF_DRAWABLE, PF_IMAGE, PF_SLIDER, PF_SPINNER, PF_STRING, PF_TOGGLE,
-                    gimp, main, pdb, register)
+from gimpfu import (
+    NORMAL_MODE,
+    PF_DRAWABLE,
+    PF_IMAGE,
+    PF_SLIDER,
+    PF_SPINNER,
+    PF_STRING,
+    PF_TOGGLE,
+    gimp,
+    main,
+    pdb,
+    register,
+)
 
 # GIMP 2.10 queries every executable in plug-ins/ (on Windows: every .py), so the
 # installer keeps the helper modules in a folder beside this file.

@@ -20,6 +20,7 @@ def free_port() -> int:
 def make_weights(path: Path, seed: int = 0) -> Path:
     """A tiny random-weight model file (tests only)."""
     import torch
+
     from oldphoto_model import MappingConfig, ModelConfig, RestorationModel, VAEConfig, save_model
     torch.manual_seed(seed)
     m = RestorationModel(ModelConfig(vae=VAEConfig(channels=16),
@@ -96,6 +97,7 @@ def reference(weights: Path, pixels, mask=None, restrict: bool = False, region=N
     ``restrict`` and the other RestoreOptions in ``options`` (the model package's
     whole contract), pasted into the original."""
     import numpy as np
+
     from oldphoto_model import RestoreOptions, load_model, restore
     img = np.asarray(pixels)
     h, w = img.shape[:2]

@@ -19,8 +19,7 @@ import gimp3  # noqa: E402
 from gimp_plugin import installer  # noqa: E402
 from gimp_plugin.common import oldphoto_common as common  # noqa: E402
 from gimp_plugin.testing.selections import scratch_selection, selection_in_layer  # noqa: E402
-from gimp_plugin.testing.server_process import (ServerProcess, free_port,  # noqa: E402
-                                                reference)
+from gimp_plugin.testing.server_process import ServerProcess, free_port, reference  # noqa: E402
 
 pytestmark = [pytest.mark.gimp3, pytest.mark.slow]
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto_model import InputError, Restorer, RestoreOptions
-from oldphoto_model.fill import box_blur, fill_holes, smooth_offset
+from oldphoto_model import InputError, RestoreOptions, Restorer
 from oldphoto_model.bands import low_pass, merge, noise_sigma, photo_weight
+from oldphoto_model.fill import box_blur, fill_holes, smooth_offset
 from oldphoto_model.pipeline import blend_into
 
 from ..conftest import random_model

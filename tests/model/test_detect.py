@@ -8,7 +8,6 @@ from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
 from oldphoto_model.detect import detect, detect_logits, load_detector, save_detector, to_network_input
 from oldphoto_model.errors import WeightsError
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto_model import (InputError, MappingConfig, ModelConfig, Restorer, RestoreOptions, VAEConfig,
-                            binarize_mask, restore)
+from oldphoto_model import (
+    InputError,
+    MappingConfig,
+    ModelConfig,
+    RestoreOptions,
+    Restorer,
+    VAEConfig,
+    binarize_mask,
+    restore,
+)
 from oldphoto_model.pipeline import _LUMA
 
 from ..conftest import random_model

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from gimp_plugin.common.oldphoto_common import DEFAULTS, SERVER_OPTIONS
-from gimp_plugin.testing.server_process import ServerProcess, free_port, reference
 from gimp_plugin.testing.selections import scratch_selection, selection_in_layer
+from gimp_plugin.testing.server_process import ServerProcess, free_port, reference
 from server.client import crop_plan
 
 PROC = "python_fu_oldphoto_restore"

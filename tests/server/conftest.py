@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from oldphoto_model import (MappingConfig, ModelConfig, Restorer, RestorationModel, VAEConfig,
-                            load_model, save_model)
+from oldphoto_model import MappingConfig, ModelConfig, RestorationModel, Restorer, VAEConfig, load_model, save_model
 from server.app import Server
 from server.config import ServerConfig
 

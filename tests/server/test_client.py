@@ -10,8 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.client import (DEFAULT_ADDRESS, DEFAULT_PORT, START_HINT, BadAddress, Client, ClientError,
-                           ServerUnavailable, TooLarge, crop_plan, size_problem)
+from server.client import (
+    DEFAULT_ADDRESS,
+    DEFAULT_PORT,
+    START_HINT,
+    BadAddress,
+    Client,
+    ClientError,
+    ServerUnavailable,
+    TooLarge,
+    crop_plan,
+    size_problem,
+)
 from server.wire import AddressError, check_address
 
 from ..py27 import find_python27

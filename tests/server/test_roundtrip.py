@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from oldphoto_model import RestoreOptions
-from server.client import Client, ServerError, E_BAD_OPTION
+from server.client import E_BAD_OPTION, Client, ServerError
 
 from .helpers import random_image, random_mask
 
@@ -15,6 +15,7 @@ from .helpers import random_image, random_mask
 def grown(mask, px):
     """The mask's defects (>= 128) grown by ``px`` pixels, as the pipeline grows them."""
     import torch
+
     from oldphoto_model.archs.nonlocal_block import dilate
     return dilate(torch.from_numpy(mask >= 128), px).numpy()
 

@@ -1,12 +1,26 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.config import DegradeConfig
-from training.data.degradations import (DEFECT_KINDS, Textures, add_defects, apply_defect, degrade,
-                                        film_grain, halftone, paper_texture, uneven_exposure, fade, noise,
-                                        gaussian_blur, jpeg, resample)
 from training.data.dataset import synthetic_photo
+from training.data.degradations import (
+    DEFECT_KINDS,
+    Textures,
+    add_defects,
+    apply_defect,
+    degrade,
+    fade,
+    film_grain,
+    gaussian_blur,
+    halftone,
+    jpeg,
+    noise,
+    paper_texture,
+    resample,
+    uneven_exposure,
+)
 from training.data.sources import read_gbr, read_gih, read_pat
 
 
@@ -103,6 +117,7 @@ def test_gimp_brush_and_pattern_parsers():
 
 def test_contact_sheet(tmp_path, smoke):
     from PIL import Image
+
     from training.show import contact_sheet
     p = contact_sheet(smoke, tmp_path / "sheet.png", n=3)
     im = Image.open(p)

@@ -18,3 +18,16 @@ def test_gradient_l1_charges_a_blur():
     sharp_noise = x + 0.01 * torch.randn_like(x)
     assert float(gradient_l1(blurred, x)) > 5 * float(gradient_l1(sharp_noise, x))
 
+
+
+def test_masked_l1_counts_only_the_defect_pixels():
+    from training.losses import masked_l1
+    y = torch.zeros(2, 3, 8, 8)
+    fake = y.clone()
+    fake[:, :, :4] = 1.0                      # wrong outside the mask only
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, 6:] = 1
+    assert float(masked_l1(fake, y, mask)) == 0.0
+    fake[:, :, 6:] = 0.5                      # now wrong on the mask: its mean error, not diluted
+    assert abs(float(masked_l1(fake, y, mask)) - 0.5) < 1e-6
+    assert float(masked_l1(fake, y, torch.zeros_like(mask))) == 0.0

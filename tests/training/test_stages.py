@@ -10,10 +10,10 @@ from PIL import Image
 
 from oldphoto_model import Restorer, load_model
 from training.config import preset
+from training.dist import DistContext
 from training.export import export
 from training.stages import train_stage
 from training.stages.loop import build_stage
-from training.dist import DistContext
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -259,7 +259,7 @@ def domain_r_source(cfg: DataConfig) -> tuple[list[str], str]:
     ``--data.real_dirs`` first; else ``<cache>/real`` when ``prepare-data`` put photos
     there (not with ``--data.synthetic``: test runs must not depend on the user's
     cache); else none, and the stage uses the synthetic stand-in."""
-    from .sources import list_images     # sources imports this module
+    from .sources import list_images  # sources imports this module
     if cfg.real_dirs:
         n = sum(len(list_images(d)) for d in cfg.real_dirs)
         return list(cfg.real_dirs), f"domain R: {n} real old photos from --data.real_dirs"

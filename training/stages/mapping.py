@@ -2,7 +2,8 @@
 
     L_T = latent_l1 * |T(z_x) - z_y|_1 + image LSGAN on G_B(T(z_x))
           + feat_match * FM + perceptual * P(G_B(T(z_x)), y)      (TTUR: G 1e-4, D 4e-4)
-          (+ image_l1 * |G_B(T(z_x)) - y|_1 + image_grad_l1 * |grad G_B(T(z_x)) - grad y|_1,
+          (+ image_l1 * |G_B(T(z_x)) - y|_1 + image_grad_l1 * |grad G_B(T(z_x)) - grad y|_1
+           + hole_l1 * |G_B(T(z_x)) - y|_1 over the defect pixels,
           off by default: the CPU presets' stand-in for the perceptual term when no VGG19
           weights exist)
 """
@@ -22,9 +23,19 @@ from ..archs import MultiScaleDiscriminator
 from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..dist import DistContext
-from ..losses import gradient_l1
-from .common import (adam, autocast, build_perceptual, discriminator_loss, image_terms, linear_decay,
-                     requires_grad, unwrap, uses_image_discriminator, wrap)
+from ..losses import gradient_l1, masked_l1
+from .common import (
+    adam,
+    autocast,
+    build_perceptual,
+    discriminator_loss,
+    image_terms,
+    linear_decay,
+    requires_grad,
+    unwrap,
+    uses_image_discriminator,
+    wrap,
+)
 
 
 def load_vae_part(run_dir: str | Path, stage: str, part: str, module: nn.Module) -> nn.Module:
@@ -88,6 +99,9 @@ class MappingStage:
             if L.image_grad_l1 > 0:
                 losses["grad_l1"] = gradient_l1(y_hat, y)
                 g = g + L.image_grad_l1 * losses["grad_l1"]
+            if L.hole_l1 > 0:
+                losses["hole_l1"] = masked_l1(y_hat, y, mask)
+                g = g + L.hole_l1 * losses["hole_l1"]
             g = g + image_terms(self.cfg, self.d_img, self.perceptual, y_hat, y, losses)
         self.opt_g.zero_grad(set_to_none=True)
         g.backward()

@@ -18,8 +18,18 @@ from ..config import Config
 from ..data.real_photos import domain_r_source
 from ..dist import DistContext
 from ..losses import kl_reduced, lsgan
-from .common import (adam, autocast, build_perceptual, discriminator_loss, image_terms, linear_decay,
-                     requires_grad, unwrap, uses_image_discriminator, wrap)
+from .common import (
+    adam,
+    autocast,
+    build_perceptual,
+    discriminator_loss,
+    image_terms,
+    linear_decay,
+    requires_grad,
+    unwrap,
+    uses_image_discriminator,
+    wrap,
+)
 
 
 class VAE(nn.Module):

@@ -6,6 +6,7 @@ import os
 import sys
 
 import gi
+
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402

@@ -5,8 +5,7 @@ from __future__ import absolute_import, division, print_function
 import re
 
 import gimp
-from gimp import (GRAY, GRAY_IMAGE, GRAYA_IMAGE, INDEXED, INDEXED_IMAGE, INDEXEDA_IMAGE, RGB,
-                  RGB_IMAGE, RGBA_IMAGE)
+from gimp import GRAY, GRAY_IMAGE, GRAYA_IMAGE, INDEXED, INDEXED_IMAGE, INDEXEDA_IMAGE, RGB, RGB_IMAGE, RGBA_IMAGE
 
 RUN_INTERACTIVE, RUN_NONINTERACTIVE, RUN_WITH_LAST_VALS = 0, 1, 2
 NORMAL_MODE = 0
