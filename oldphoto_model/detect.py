@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -29,15 +29,22 @@ import torch
 from .archs.detector import DetectorConfig, ScratchDetector
 from .atomic import atomic_write
 from .errors import InputError, WeightsError
-from .weights import WeightsInfo, _sha256
+from .weights import DEFAULT_DETECTOR as DEFAULT_DETECTOR  # re-exported: the shipped file
+from .weights import WeightsInfo, _sha256, default_detector_path
+
+if TYPE_CHECKING:
+    from .pipeline import Progress, RestoreOptions, Restorer
 
 DETECTOR_FORMAT = "oldphoto-detector-weights"
 DETECTOR_VERSION = 1
-DEFAULT_DETECTOR = Path(__file__).resolve().parent / "weights" / "detector.pt"
 
-#: A pixel is a defect when its probability is at least this. 0.5 is the training
-#: loss's own decision boundary; the evaluation table in docs/MODEL.md is measured at it.
+#: The threshold of a detector whose weight file names none: the training loss's own
+#: decision boundary. The shipped file names its own (``metadata["threshold"]``, chosen by
+#: ``eval-detect`` for few false alarms); ``model_threshold`` reads it.
 DEFAULT_THRESHOLD = 0.5
+
+#: Share of a detect-then-restore run's progress that the detection takes.
+DETECT_SHARE = 0.1
 
 #: Output pixels per tile side (rounded down to the network's multiple). With the
 #: default detector a 1024^2 tile plus halo needs about 0.4 GB in float32.
@@ -55,8 +62,9 @@ def save_detector(model: ScratchDetector, path: str | os.PathLike, metadata: dic
 
 def load_detector(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> ScratchDetector:
     """Load a detector weight file (default: the shipped ``weights/detector.pt``) in eval
-    mode; ``model.weights_info`` holds its identity. Problems raise ``WeightsError``."""
-    p = Path(path) if path is not None else DEFAULT_DETECTOR
+    mode; ``model.weights_info`` holds its identity. Problems raise ``WeightsError`` (for a
+    missing default file one that says so: ``weights.default_detector_path``)."""
+    p = Path(path) if path is not None else default_detector_path()
     name = str(p)
     if not p.is_file():
         raise WeightsError(name, "file not found" if not p.exists() else "not a regular file")
@@ -81,6 +89,16 @@ def load_detector(path: str | os.PathLike | None = None, map_location: str | tor
     setattr(model, "weights_info", WeightsInfo(path=name, sha256=_sha256(p), config=config,  # type: ignore[arg-type]
                                                metadata=metadata))
     return model
+
+
+def model_threshold(model: ScratchDetector) -> float:
+    """The binary threshold a detector's weight file chose (``metadata["threshold"]``, a
+    number in 0..1), else ``DEFAULT_THRESHOLD``."""
+    info = getattr(model, "weights_info", None)
+    t = info.metadata.get("threshold") if info is not None and isinstance(info.metadata, dict) else None
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0:
+        return float(t)
+    return DEFAULT_THRESHOLD
 
 
 def to_network_input(image: np.ndarray) -> torch.Tensor:
@@ -130,15 +148,43 @@ def detect_logits(x: torch.Tensor, model: ScratchDetector, tile: int = DEFAULT_T
     return out[:h, :w]
 
 
-def detect(image: np.ndarray, model: ScratchDetector, threshold: float = DEFAULT_THRESHOLD,
+def detect(image: np.ndarray, model: ScratchDetector, threshold: Optional[float] = None,
            tile: int = DEFAULT_TILE, progress: Optional[Callable[[float], None]] = None
            ) -> tuple[np.ndarray, np.ndarray]:
     """(probability float32 HxW in [0, 1], mask uint8 HxW: 255 where prob >= threshold).
 
     ``image``: uint8 or uint16, HxW (gray) or HxWxC (C 1..4; alpha ignored).
+    ``threshold``: None takes the weight file's (``model_threshold``).
     ``tile``: output pixels per tile side; memory grows with its square, not with the photo.
     ``progress``: called with the fraction of tiles done (it may raise to cancel)."""
+    if threshold is None:
+        threshold = model_threshold(model)
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold must be in 0..1, got {threshold}")
     prob = torch.sigmoid(detect_logits(to_network_input(image), model, tile, progress)).numpy()
     return prob.astype(np.float32), np.where(prob >= threshold, 255, 0).astype(np.uint8)
+
+
+def restore_detected(restorer: "Restorer", detector: ScratchDetector, image: np.ndarray,
+                     options: Optional["RestoreOptions"] = None, progress: Optional["Progress"] = None,
+                     threshold: Optional[float] = None, tile: int = DEFAULT_TILE
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Restore ``image`` with the mask ``detect`` finds in it (the restore of a photo with
+    nothing selected and "find the scratches" asked for). Returns (result, info):
+    ``restorer.restore_with_info``'s info plus ``mask`` (the detected uint8 mask) and
+    ``flagged`` (its share of the pixels). ``progress(fraction, stage)``: stage "detect" over
+    the first ``DETECT_SHARE``, then the restore's own stages over the rest."""
+    from .pipeline import RestoreOptions
+
+    def on_tile(fraction: float) -> None:
+        if progress is not None:
+            progress(DETECT_SHARE * fraction, "detect")
+
+    def on_restore(fraction: float, stage: str) -> None:
+        if progress is not None:
+            progress(DETECT_SHARE + (1.0 - DETECT_SHARE) * fraction, stage)
+
+    on_tile(0.0)
+    _, mask = detect(image, detector, threshold, tile, on_tile)
+    out, info = restorer.restore_with_info(image, mask, options or RestoreOptions(), on_restore)
+    return out, dict(info, mask=mask, flagged=float(np.count_nonzero(mask)) / max(1, mask.size))

@@ -34,6 +34,8 @@ FORMAT = "oldphoto-restoration-weights"
 VERSION = 1
 PARTS = ("encoder_a", "mapping", "decoder_b")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
+#: The shipped scratch detector (its own format: oldphoto_model.detect).
+DEFAULT_DETECTOR = Path(__file__).resolve().parent / "weights" / "detector.pt"
 
 #: The inclusive range every integer field of a stored config must lie in. Checked
 #: before any network is built: a tiny file must not make the loader build (and
@@ -69,6 +71,18 @@ def default_weights_path() -> Path:
                            "no default weights in this installation: reinstall the package, train them "
                            "with `python -m training`, or pass a weight file explicitly")
     return DEFAULT_WEIGHTS
+
+
+def default_detector_path() -> Path:
+    """The embedded scratch-detector weights (docs/MODEL.md, "Scratch detector"); a clear
+    WeightsError when this installation lacks them. Restoring needs no detector: only
+    automatic scratch detection is unavailable without it."""
+    if not DEFAULT_DETECTOR.is_file():
+        raise WeightsError(str(DEFAULT_DETECTOR),
+                           "no scratch-detector weights in this installation: reinstall the package, "
+                           "train them with `python -m training detect`, or pass a detector file "
+                           "explicitly (restoring with a mask or a selection works without them)")
+    return DEFAULT_DETECTOR
 
 
 def save_model(model: RestorationModel, path: str | os.PathLike, metadata: dict[str, Any] | None = None,

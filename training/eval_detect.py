@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from oldphoto_model.archs.nonlocal_block import dilate
-from oldphoto_model.detect import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, detect, load_detector
+from oldphoto_model.detect import DEFAULT_DETECTOR, DEFAULT_THRESHOLD, detect, load_detector, model_threshold
 
 from .classical import tophat_detect
 from .config import Config
@@ -108,6 +108,51 @@ def default_detectors(model, threshold: float = DEFAULT_THRESHOLD) -> dict[str, 
     return out
 
 
+#: Thresholds ``threshold_sweep`` tries (the probability a pixel needs to be flagged).
+SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
+#: The false-alarm budget the shipped threshold is chosen for: at most this share (%) of
+#: the pixels of undamaged photos (clean and aged, each) flagged.
+FALSE_ALARM_TARGET = 0.5
+
+
+def threshold_sweep(pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], model,
+                    thresholds: tuple[float, ...] = SWEEP) -> list[dict]:
+    """Pooled scores and false alarms of the learned detector at each threshold (the
+    probability maps are computed once per photo). ``pairs`` as ``eval_pairs``."""
+    maps = [(detect(degraded, model)[0], mask, detect(clean, model)[0], detect(aged, model)[0])
+            for _name, clean, degraded, mask, aged in pairs]
+    pixels = sum(m.size for _, m, _, _ in maps)
+    out = []
+    for t in thresholds:
+        tot: dict[str, float] = {}
+        fa_clean = fa_aged = 0
+        for p_deg, mask, p_clean, p_aged in maps:
+            for k, v in match_counts(p_deg >= t, mask).items():
+                tot[k] = tot.get(k, 0) + v
+            fa_clean += int((p_clean >= t).sum())
+            fa_aged += int((p_aged >= t).sum())
+        out.append({"threshold": t, **scores(tot), "fa_clean": 100 * fa_clean / pixels,
+                    "fa_aged": 100 * fa_aged / pixels})
+    return out
+
+
+def choose_threshold(sweep: list[dict], target: float = FALSE_ALARM_TARGET) -> dict:
+    """The sweep row with the lowest threshold whose false alarms (clean and aged) are both
+    within ``target`` %; when none is, the row with the fewest."""
+    ok = [r for r in sweep if max(r["fa_clean"], r["fa_aged"]) <= target]
+    return min(ok, key=lambda r: r["threshold"]) if ok else min(
+        sweep, key=lambda r: (max(r["fa_clean"], r["fa_aged"]), r["threshold"]))
+
+
+def sweep_table(sweep: list[dict]) -> str:
+    """The Markdown table of ``threshold_sweep``."""
+    lines = ["| threshold | precision | recall | F1 | IoU | false alarms, clean (%) | false alarms, aged (%) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['threshold']:g} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+              f"{r['iou']:.3f} | {r['fa_clean']:.2f} | {r['fa_aged']:.2f} |" for r in sweep]
+    return "\n".join(lines)
+
+
 def real_overlay_sheet(cfg: Config, detector: Detector, out: Path, cell: int = 256, per_row: int = 4) -> Path | None:
     """``out`` (PNG): each real old photo (long side ``eval.real_max_side``) next to itself
     with the detected mask in red. None when no real photos are found."""
@@ -133,7 +178,7 @@ def eval_detect(cfg: Config, weights: str | Path | None, out: Path) -> list[Path
     run_weights = Path(cfg.train.run_dir) / "detector.pt"
     path = Path(weights) if weights else run_weights if run_weights.is_file() else DEFAULT_DETECTOR
     model = load_detector(path)
-    threshold = float(getattr(model, "weights_info").metadata.get("threshold", DEFAULT_THRESHOLD))
+    threshold = model_threshold(model)
     detectors = default_detectors(model, threshold)
     pairs = eval_pairs(cfg)
     rows = detection_rows(cfg, pairs, detectors)
@@ -146,5 +191,13 @@ def eval_detect(cfg: Config, weights: str | Path | None, out: Path) -> list[Path
         f.write(",".join(rows[0]) + "\n")
         f.writelines(",".join(str(v) for v in r.values()) + "\n" for r in rows)
     written = [md, out / "detect.csv"]
+    sweep = threshold_sweep(pairs, model)
+    best = choose_threshold(sweep)
+    text = (f"{sweep_table(sweep)}\n\nlowest threshold with false alarms <= {FALSE_ALARM_TARGET} % "
+            f"(clean and aged): {best['threshold']:g} (F1 {best['f1']:.3f}, recall {best['recall']:.3f}, "
+            f"false alarms {best['fa_clean']:.2f} / {best['fa_aged']:.2f} %); this file's threshold: {threshold:g}")
+    print(text, flush=True)
+    (out / "detect_thresholds.md").write_text(f"detector: {path}\n\n{text}\n")
+    written.append(out / "detect_thresholds.md")
     sheet = real_overlay_sheet(cfg, next(iter(detectors.values())), out / "detect_real.png")
     return written + ([sheet] if sheet else [])

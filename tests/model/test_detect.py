@@ -75,3 +75,46 @@ def test_weight_file_round_trip_and_errors(tmp_path):
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(WeightsError, match="not a scratch-detector"):
         load_detector(tmp_path / "other.pt")
+
+
+def test_shipped_detector_loads_with_its_measured_threshold():
+    """The shipped file loads (weights_only) and names the threshold eval-detect chose; detect()
+    uses it when none is given."""
+    from oldphoto_model.detect import DEFAULT_DETECTOR, model_threshold
+    assert DEFAULT_DETECTOR.is_file() and DEFAULT_DETECTOR.stat().st_size < 2_000_000
+    m = load_detector()
+    assert m.weights_info.path == str(DEFAULT_DETECTOR)
+    t = m.weights_info.metadata["threshold"]
+    assert model_threshold(m) == t and 0.5 < t < 1
+    img = np.random.default_rng(3).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    prob, mask = detect(img, m)
+    assert ((prob >= t) == (mask == 255)).all()
+    assert model_threshold(_model()) == 0.5       # a network without a weight file: the default
+
+
+def test_missing_default_detector_is_a_clear_weights_error(tmp_path, monkeypatch):
+    from oldphoto_model import weights as weights_mod
+    monkeypatch.setattr(weights_mod, "DEFAULT_DETECTOR", tmp_path / "detector.pt")
+    with pytest.raises(WeightsError, match="no scratch-detector weights in this installation") as e:
+        load_detector()
+    assert "python -m training detect" in str(e.value) and e.value.path == str(tmp_path / "detector.pt")
+
+
+def test_restore_detected_is_restore_with_the_detected_mask(tiny_model):
+    from oldphoto_model import RestoreOptions, Restorer
+    from oldphoto_model.detect import restore_detected
+    m = _model()
+    img = np.random.default_rng(4).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    _, mask = detect(img, m, threshold=0.5)
+    assert 0 < (mask > 0).mean() < 1, "the test needs a mask with something in it"
+    r = Restorer(tiny_model, device="cpu", precision="fp32")
+    seen = []
+    out, info = restore_detected(r, m, img, RestoreOptions(grow=1), lambda f, s: seen.append((f, s)),
+                                 threshold=0.5)
+    np.testing.assert_array_equal(info["mask"], mask)
+    assert info["flagged"] == pytest.approx((mask > 0).mean()) and info["low_memory"] is False
+    np.testing.assert_array_equal(out, r.restore(img, mask, RestoreOptions(grow=1)))
+    assert not np.array_equal(out, r.restore(img, None, RestoreOptions(grow=1)))
+    fractions = [f for f, _ in seen]
+    assert seen[0] == (0.0, "detect") and fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert {s for _, s in seen} >= {"detect", "decode", "done"}
