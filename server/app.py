@@ -1,8 +1,8 @@
 """The server: one ROUTER socket, an I/O loop that answers at once, a model worker.
 
 ``ping``, ``info``, ``cancel`` and ``echo`` are answered by the I/O loop
-directly, so they stay quick while a long job runs; ``restore`` is validated
-here and queued for the worker (server.worker). A client that vanishes harms
+directly, so they stay quick while a long job runs; ``restore`` and ``detect``
+are validated here and queued for the worker (server.worker). A client that vanishes harms
 nobody: ROUTER_MANDATORY turns a send to a gone peer into an error, upon which
 its job is cancelled, and replies never block the loop (NOBLOCK).
 """
@@ -22,6 +22,8 @@ import zmq
 
 from oldphoto_model import Restorer
 from oldphoto_model import __version__ as model_version
+from oldphoto_model.archs.detector import ScratchDetector
+from oldphoto_model.detect import DEFAULT_TILE, model_threshold
 
 from . import __version__, keys, protocol
 from .config import ServerConfig
@@ -32,6 +34,7 @@ from .wire import (
     E_BUSY,
     E_CANCELLED,
     E_INTERNAL,
+    E_NO_DETECTOR,
     E_SOCKET_TYPE,
     E_UNKNOWN_JOB,
     OPS,
@@ -55,6 +58,29 @@ def weights_identity(restorer: Restorer) -> dict[str, Any]:
         return {}
     return {"path": wi.path, "name": os.path.basename(wi.path), "sha256": wi.sha256,
             "short_id": wi.short_id, "metadata": wi.metadata}
+
+
+def detector_identity(detector: Optional[ScratchDetector]) -> dict[str, Any]:
+    """File name, sha256, short id and metadata of a detector's weights (empty if unknown)."""
+    wi = getattr(detector, "weights_info", None)
+    if wi is None:
+        return {}
+    return {"name": os.path.basename(wi.path), "sha256": wi.sha256, "short_id": wi.short_id,
+            "metadata": wi.metadata}
+
+
+def load_detector_or_reason(path: Optional[str], device: Any = "cpu") -> tuple[Optional[ScratchDetector], str]:
+    """The scratch detector of ``path`` (None: the shipped one; "none": no detector) on
+    ``device``, or (None, why not): a server without a detector still restores; it answers ``detect`` with
+    ``detection_unavailable`` and that reason."""
+    from oldphoto_model import WeightsError
+    from oldphoto_model.detect import load_detector
+    if path is not None and path.lower() == "none":
+        return None, "the server was started with --detector none"
+    try:
+        return load_detector(path).to(device), ""
+    except WeightsError as e:
+        return None, f"no scratch detector: {e.reason} ({os.path.basename(e.path)})"
 
 
 def precision_name(restorer: Restorer) -> str:
@@ -115,10 +141,15 @@ class Server:
     or ``start()``/``stop()`` to run it in a background thread (tests, demo).
     """
 
-    def __init__(self, config: ServerConfig, restorer: Restorer) -> None:
+    def __init__(self, config: ServerConfig, restorer: Restorer, detector: Optional[ScratchDetector] = None,
+                 detector_problem: str = "") -> None:
         config.validate()
         self.config = config
         self.restorer = restorer
+        # the scratch detector (detect, restore with detect): optional; without it
+        # ``detector_problem`` says why in ``info`` and in detection_unavailable errors
+        self.detector = detector
+        self.detector_problem = detector_problem or "this server was started without a scratch detector"
         self.context = zmq.Context()         # the worker's inproc sockets
         # the clients' socket has a context of its own, so that shutdown can wait for
         # the final replies to leave even while the worker is stuck in a model step
@@ -179,7 +210,8 @@ class Server:
         self._worker = Worker(self.restorer, self.context, events_address, self.config.queue_size,
                               self.config.max_jobs_per_client,
                               info={"device": str(self.restorer.device), "precision": precision_name(self.restorer),
-                                    "weights": weights_identity(self.restorer).get("short_id", "")})
+                                    "weights": weights_identity(self.restorer).get("short_id", "")},
+                              detector=self.detector)
         self._worker.start()
         return self.endpoint
 
@@ -381,18 +413,33 @@ class Server:
                 self._send(removed.identity, protocol.error_reply(
                     removed.request_id, E_CANCELLED, "cancelled while queued", job=removed.id))
             self._send(identity, protocol.reply(req.id, T_OK, job=req.job, state=state))
-        elif op == protocol.OP_RESTORE:
-            why = self._unread_refusal(identity, len(frames[1]))   # the reply is as big as the pixels
+        elif op in (protocol.OP_RESTORE, protocol.OP_DETECT):
+            wants_detector = op == protocol.OP_DETECT or (req.detect and req.mask is None)
+            if wants_detector and self.detector is None:
+                self._send(identity, protocol.error_reply(
+                    req.id, E_NO_DETECTOR, f"this server cannot find scratches: {self.detector_problem}. "
+                    "Select the scratches (send a mask), or restart the server with the scratch detector"))
+                return
+            job = Job(identity, req.id, req.image, req.mask, req.options, kind=op, detect=req.detect,
+                      threshold=req.threshold, probability=req.probability)
+            why = self._unread_refusal(identity, job.reply_bytes)
             if why is not None:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
                 return
-            job = Job(identity, req.id, req.image, req.mask, req.options)
             try:
                 ahead = self._worker.submit(job)
             except Busy as e:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, str(e)))
                 return
             self._send(identity, protocol.reply(req.id, T_ACCEPTED, job=job.id, ahead=ahead), job_id=job.id)
+
+    def detection_info(self) -> dict[str, Any]:
+        """``info``'s ``detection``: whether ``detect`` (and ``restore`` with ``detect``) work,
+        with the detector's threshold and weights, or the reason they do not."""
+        if self.detector is None:
+            return {"available": False, "reason": self.detector_problem}
+        return {"available": True, "threshold": model_threshold(self.detector), "tile": DEFAULT_TILE,
+                "weights": detector_identity(self.detector)}
 
     def info(self) -> dict[str, Any]:
         """What ``info`` answers: versions, device, weights, limits, options, queue."""
@@ -417,6 +464,7 @@ class Server:
             "dtypes": [DTYPE_U8],
             "options": {k: {"type": t.__name__, "default": d, "help": h}
                         for k, (t, d, h) in protocol.OPTIONS.items()},
+            "detection": self.detection_info(),
             "queue": w.queue_state() if w else {"queued": 0, "running": 0},
             "stats": w.stats_snapshot() if w else {},
             "peers": self.connections.peers() if self.connections else 0,

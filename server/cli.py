@@ -4,6 +4,8 @@
     python -m server info [--address ADDR]
     python -m server restore IN OUT [--mask MASK] [--address ADDR | --in-process --weights FILE]
     python -m server restore IN... OUTDIR [--mask MASKDIR] [--recursive] [--ext png]   (batch)
+    python -m server restore IN OUT --detect                 (scratches found by the detector)
+    python -m server detect IN MASK_OUT [--probability PROB_OUT] [--threshold T] [--in-process]
     python -m server demo [IMAGE] [--out OUT] [--weights FILE]
 
 The serve flags are generated from ServerConfig's fields (server.config).
@@ -27,7 +29,7 @@ from .client import DEFAULT_ADDRESS, Client, ClientError, ServerUnavailable
 from .config import ServerConfig, config_fields
 from .wire import AddressError, check_address
 
-SUBCOMMANDS = ("serve", "info", "restore", "demo")
+SUBCOMMANDS = ("serve", "info", "restore", "detect", "demo")
 EXIT_USAGE, EXIT_NO_SERVER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 1, 130
 
 
@@ -82,6 +84,23 @@ def _load_or_explain(weights: Optional[str], device: str, precision: str):
     except RuntimeError as e:   # e.g. --device cuda without CUDA
         _err(str(e))
     return None
+
+
+def _load_detector_or_explain(path: Optional[str], device: Any = "cpu"):
+    """The scratch detector (``path`` or the shipped one) for ``--in-process`` on ``device``
+    (``auto``, ``cpu``, ``cuda`` or a torch device), or None after saying why."""
+    from oldphoto_model import select_device
+
+    from .app import load_detector_or_reason
+    try:
+        device = select_device(device)
+    except RuntimeError as e:    # --device cuda without CUDA
+        _err(str(e))
+        return None
+    detector, why = load_detector_or_reason(path, device)
+    if detector is None:
+        _err(f"cannot find scratches: {why}" + ("" if path else " (--detector FILE)"))
+    return detector
 
 
 def progress_printer(stream=None) -> Callable[[float, str], None]:
@@ -151,7 +170,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="oldphoto-server",
         description="Serve the old-photo restoration model to the GIMP plug-ins over ZeroMQ "
-                    "(protocol: docs/protocol.md). Other commands: info, restore, demo "
+                    "(protocol: docs/protocol.md). Other commands: info, restore, detect, demo "
                     "(`python -m server COMMAND --help`).")
     add_config_flags(p)
     return p
@@ -171,8 +190,12 @@ def cmd_serve(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     import logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    from .app import Server, precision_name, weights_identity
-    server = Server(cfg, restorer)
+    from .app import Server, detector_identity, load_detector_or_reason, precision_name, weights_identity
+    detector, why = load_detector_or_reason(cfg.detector, restorer.device)
+    if detector is None and cfg.detector and cfg.detector.lower() != "none":   # a file named: say so at once
+        _err(f"cannot load the scratch detector: {why}")
+        return EXIT_USAGE
+    server = Server(cfg, restorer, detector, why)
     try:
         endpoint = server.bind()
     except OSError as e:
@@ -182,6 +205,8 @@ def cmd_serve(argv: Sequence[str]) -> int:
     print(f"oldphoto-server listening on {endpoint} | device {restorer.device} "
           f"({precision_name(restorer)}) | weights {wid.get('short_id', '?')} ({wid.get('path', '?')}) "
           f"| protocol {server.info()['protocol']} | Ctrl-C stops", flush=True)
+    print(f"scratch detection: {detector_identity(detector).get('short_id')}" if detector is not None
+          else f"scratch detection unavailable ({why}); restoring works as before", flush=True)
     if server.public_key:
         print(f"CURVE encryption on; clients need the server's public key {server.public_key} "
               f"(--server-key, or the plug-in's 'Server public key' setting)", flush=True)
@@ -244,12 +269,15 @@ def restore_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="grayscale image of IN's size, white = defect (scratches to inpaint); "
                                   "with several photos a folder of masks matched by name (PHOTO.png or "
                                   "PHOTO_mask.png, any image extension); photos without one get none")
+    p.add_argument("--detect", action="store_true",
+                   help="photos without a mask: find their scratches with the scratch detector and inpaint "
+                        "those (`python -m server detect` shows what it finds)")
     p.add_argument("--recursive", action="store_true", help="folders: include their subfolders (OUT mirrors them)")
     p.add_argument("--ext", help="several photos: write this format (e.g. png; default: each photo's own)")
     add_address_flag(p)
     add_server_key_flag(p)
     p.add_argument("--in-process", action="store_true", help="run the model here instead of in a server")
-    add_config_flags(p, only=("weights", "device", "precision"))
+    add_config_flags(p, only=("weights", "detector", "device", "precision"))
     add_restore_option_flags(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing results (also OUT = IN); without it an existing OUT is refused "
@@ -280,6 +308,9 @@ def _plan(ns: argparse.Namespace) -> "tuple[list[Job], bool]":
             raise batch.PathProblem(f"{src}: no such file")
         if ns.mask and not Path(ns.mask).is_file():
             raise batch.PathProblem(f"{ns.mask}: no such mask file")
+        if ns.mask and ns.detect:
+            raise batch.PathProblem("--mask and --detect: give the mask, or let the detector find the "
+                                    "scratches, not both")
         batch.check_output(dst, ns.overwrite, batch.peek_mode(str(src), ns.in_process), source=src)
         return [Job(src, dst, Path(ns.mask) if ns.mask else None)], False
     jobs = batch.plan(ns.inputs, ns.output, ns.mask, ns.ext, ns.recursive)
@@ -295,7 +326,11 @@ def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Option
         restorer = _load_or_explain(ns.weights, ns.device, ns.precision)
         if restorer is None:
             return None
-        from oldphoto_model import Cancelled
+        detector = _load_detector_or_explain(ns.detector, restorer.device) if ns.detect else None
+        if ns.detect and detector is None:
+            return None
+        from oldphoto_model import Cancelled, RestoreOptions
+        from oldphoto_model.detect import restore_detected
 
         from .worker import restore_image
 
@@ -304,18 +339,39 @@ def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Option
                 if should_cancel():
                     raise Cancelled("interrupted")
                 progress(fraction, stage)
+            if detector is not None and mask is None:
+                out, info = restore_detected(restorer, detector, image, RestoreOptions(**options), report)
+                return out, f"in-process on {restorer.device}, {_flagged(info['flagged'])}"
             out, _ = restore_image(restorer, image, mask, options, report)
             return out, f"in-process on {restorer.device}"
         return local
     client = stack.enter_context(Client(ns.address, timeout=ns.timeout, server_key=ns.server_key))
     client.ping()     # no server: said once, before the first photo
+    if ns.detect:
+        _require_detection(client, ns.address)
 
     def remote(image, mask, progress, should_cancel):
         h, w, c = image.shape
         data, meta = client.restore(image.tobytes(), w, h, c, mask=None if mask is None else mask.tobytes(),
-                                    options=options, progress=progress, should_cancel=should_cancel)
-        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, c), f"via {ns.address} on {meta.get('device')}"
+                                    options=options, progress=progress, should_cancel=should_cancel,
+                                    detect=ns.detect and mask is None)
+        where = f"via {ns.address} on {meta.get('device')}"
+        if meta.get("mask_source") == "detected":
+            where += f", {_flagged(meta.get('flagged', 0.0))}"
+        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, c), where
     return remote
+
+
+def _flagged(share: float) -> str:
+    return f"detected scratches on {100 * share:.2f} % of the pixels"
+
+
+def _require_detection(client: Client, address: str) -> None:
+    """ValueError (said before any photo) when the server cannot find scratches."""
+    detection = client.info().get("detection")
+    if not isinstance(detection, dict) or not detection.get("available"):
+        why = detection.get("reason") if isinstance(detection, dict) else "it predates scratch detection"
+        raise ValueError(f"the server at {address} cannot find scratches: {why}")
 
 
 def _restore(ns: argparse.Namespace) -> int:
@@ -343,6 +399,82 @@ def _restore(ns: argparse.Namespace) -> int:
             _err("interrupted; nothing was written")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if result.failed else 0
+
+
+# -- detect ------------------------------------------------------------------------------------
+def detect_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="oldphoto-server detect",
+        description="Find the scratches, cracks, dust and spots of a photo with the scratch detector and "
+                    "write them as a mask (white = scratch, black = intact), e.g. to check or edit before "
+                    "`restore --mask`. Through a running server, or in this process with --in-process. "
+                    "Written atomically; an existing file is replaced only with --overwrite.")
+    p.add_argument("input", metavar="IN", help="photo")
+    p.add_argument("output", metavar="MASK_OUT", help="mask to write (PNG or another lossless format)")
+    p.add_argument("--probability", metavar="PROB_OUT",
+                   help="also write the detector's probability map (gray: 0 = surely intact, 255 = surely a scratch)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability (0..1) from which a pixel counts as a scratch (default: the detector's own, "
+                        "chosen for few false alarms; lower finds more scratches and more false ones)")
+    add_address_flag(p)
+    add_server_key_flag(p)
+    p.add_argument("--in-process", action="store_true", help="run the detector here instead of in a server")
+    add_config_flags(p, only=("detector", "device"))
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server (default 600)")
+    return p
+
+
+def cmd_detect(argv: Sequence[str]) -> int:
+    """Write the detected scratch mask of one photo. Returns the exit status."""
+    import numpy as np
+    ns = detect_parser().parse_args(argv)
+    if ns.threshold is not None and not 0.0 <= ns.threshold <= 1.0:
+        _err(f"--threshold must be from 0 to 1, got {ns.threshold}")
+        return EXIT_USAGE
+    try:
+        src, outs = Path(ns.input), [Path(ns.output)] + ([Path(ns.probability)] if ns.probability else [])
+        if not src.is_file():
+            raise batch.PathProblem(f"{src}: no such file")
+        if len(outs) == 2 and outs[0].absolute() == outs[1].absolute():
+            raise batch.PathProblem(f"{outs[0]}: MASK_OUT and --probability name the same file")
+        for out in outs:      # every path problem before any work
+            batch.check_output(out, ns.overwrite, "L", source=src)
+        image, _mode, _ = read_image(str(src))
+        h, w, c = image.shape
+        if ns.in_process:
+            detector = _load_detector_or_explain(ns.detector, ns.device)
+            if detector is None:
+                return EXIT_USAGE
+            from oldphoto_model.detect import model_threshold
+
+            from .worker import detect_image
+            threshold = model_threshold(detector) if ns.threshold is None else ns.threshold
+            prob, mask, _ = detect_image(detector, image, threshold)
+            prob_u8 = np.rint(prob * 255.0).astype(np.uint8)
+            where = f"in-process, threshold {threshold:g}"
+        else:
+            with Client(ns.address, timeout=ns.timeout, server_key=ns.server_key) as client:
+                client.ping()
+                _require_detection(client, ns.address)
+                m, p, meta = client.detect(image.tobytes(), w, h, c, threshold=ns.threshold,
+                                           probability=bool(ns.probability), progress=progress_printer())
+            mask = np.frombuffer(m, np.uint8).reshape(h, w)
+            prob_u8 = None if p is None else np.frombuffer(p, np.uint8).reshape(h, w)
+            where = f"via {ns.address} on {meta.get('device')}, threshold {meta.get('threshold')}"
+        write_image(str(outs[0]), mask[:, :, None], "L", {}, overwrite=ns.overwrite)
+        if ns.probability:
+            write_image(str(outs[1]), prob_u8[:, :, None], "L", {}, overwrite=ns.overwrite)
+    except ServerUnavailable as e:
+        _err(e.message)
+        return EXIT_NO_SERVER
+    except (ValueError, OSError, ClientError) as e:
+        _err(str(e))
+        return EXIT_FAILED
+    share = float(np.count_nonzero(mask)) / mask.size
+    print(f"wrote {outs[0]} ({w}x{h}, {_flagged(share)}; {where})"
+          + (f" and {outs[1]}" if ns.probability else ""), flush=True)
+    return 0
 
 
 # -- demo ---------------------------------------------------------------------------------
@@ -448,8 +580,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv[0] if argv and argv[0] in SUBCOMMANDS else "serve"
     rest = argv[1:] if argv and argv[0] in SUBCOMMANDS else argv
-    return {"serve": cmd_serve, "info": cmd_info, "restore": cmd_restore, "demo": cmd_demo}[cmd](rest)
+    return {"serve": cmd_serve, "info": cmd_info, "restore": cmd_restore, "detect": cmd_detect,
+            "demo": cmd_demo}[cmd](rest)
 
 
 __all__ = ["main", "add_config_flags", "config_from_args", "load_restorer", "read_image", "read_mask", "write_image",
-           "bundled_sample", "serve_parser", "restore_parser"]
+           "bundled_sample", "serve_parser", "restore_parser", "detect_parser"]

@@ -47,6 +47,7 @@ try:   # inside the server package; the installer copies wire.py as oldphoto_wir
         E_TOO_LARGE,
         E_UNAVAILABLE,
         OP_CANCEL,
+        OP_DETECT,
         OP_ECHO,
         OP_INFO,
         OP_PING,
@@ -79,6 +80,7 @@ except (ImportError, ValueError):   # Python 3 / Python 2 without a parent packa
         E_TOO_LARGE,
         E_UNAVAILABLE,
         OP_CANCEL,
+        OP_DETECT,
         OP_ECHO,
         OP_INFO,
         OP_PING,
@@ -525,17 +527,58 @@ class Client(object):
         return header, frames
 
     def restore(self, pixels, width, height, channels, mask=None, options=None,
-                progress=None, should_cancel=None):
+                progress=None, should_cancel=None, detect=False):
         """Restore a layer: ``pixels`` are u8 rows of ``width`` x ``channels`` bytes
         (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA); ``mask`` u8 width x height, 255 =
         defect, or None. ``options``: ``mask_threshold`` (int, default 128),
-        ``restrict_to_mask`` (bool: only the selection changes). ``progress(fraction,
+        ``restrict_to_mask`` (bool: only the selection changes). ``detect``: without a
+        mask, the server finds the scratches itself (``info()["detection"]`` says whether
+        it can; ServerError ``detection_unavailable`` otherwise). ``progress(fraction,
         stage)`` is called as the job advances; when ``should_cancel()`` returns
         True the job is cancelled and Cancelled is raised. Returns
         ``(result_bytes, meta)``, result in the same layout as ``pixels``."""
         self._ensure_server()
         header, frames = self._image_request(OP_RESTORE, pixels, width, height, channels,
                                              mask, options)
+        if detect:
+            header["detect"] = True
+        h, fr = self._run_job(header, frames, progress, should_cancel)
+        if len(fr) != 1:
+            raise ServerError(E_FRAME_COUNT, "result has %d frames, expected 1" % len(fr))
+        meta = dict((_text(k), v) for k, v in h.items())
+        return fr[0].bytes, meta
+
+    def detect(self, pixels, width, height, channels, threshold=None, probability=False,
+               progress=None, should_cancel=None):
+        """Find the scratches of a layer (pixels as for ``restore``). ``threshold``: 0..1,
+        None for the detector's own (``info()["detection"]["threshold"]``); ``probability``:
+        also return the probability map. Returns ``(mask_bytes, probability_bytes or None,
+        meta)``: u8 width x height, mask 255 = scratch, probability 0..255 = 0..1;
+        ``meta["flagged"]`` is the share of pixels marked. Progress and cancelling as for
+        ``restore``."""
+        self._ensure_server()
+        header, frames = self._image_request(OP_DETECT, pixels, width, height, channels, None, None)
+        del header["mask"], header["options"]
+        if threshold is not None:
+            header["threshold"] = float(threshold)
+        if probability:
+            header["probability"] = True
+        h, fr = self._run_job(header, frames, progress, should_cancel)
+        want = 2 if probability else 1
+        if len(fr) != want:
+            raise ServerError(E_FRAME_COUNT, "detect result has %d frames, expected %d" % (len(fr), want))
+        n = int(width) * int(height)
+        for f in fr:
+            if len(f.bytes) != n:
+                raise ServerError(E_FRAME_COUNT, "detect result frame holds %d bytes, expected %d"
+                                  % (len(f.bytes), n))
+        meta = dict((_text(k), v) for k, v in h.items())
+        return fr[0].bytes, (fr[1].bytes if probability else None), meta
+
+    def _run_job(self, header, frames, progress, should_cancel):
+        """Send a queued job's request and wait for its final reply, relaying progress and
+        cancelling it on the server when ``should_cancel()`` says so. Returns
+        ``(header, frames)``."""
         rid = self.send(header, frames)
         state = {"job": None}
 
@@ -557,11 +600,7 @@ class Client(object):
                     pass
             self._reset()      # the abandoned job's last messages must not reach a later call
             raise Cancelled("cancelled by the user")
-        h, fr = reply
-        if len(fr) != 1:
-            raise ServerError(E_FRAME_COUNT, "result has %d frames, expected 1" % len(fr))
-        meta = dict((_text(k), v) for k, v in h.items())
-        return fr[0].bytes, meta
+        return reply
 
     def echo(self, pixels, width, height, channels, mask=None):
         """Transport test: the server validates the image like a restore and sends the

@@ -25,6 +25,10 @@ class ServerConfig:
         "ZeroMQ address to listen on: tcp://HOST:PORT (default port 5587) or ipc:///path"))
     weights: Optional[str] = field(default=None, metadata=_opt(
         "weight file (default: the weights shipped with oldphoto_model)"))
+    detector: Optional[str] = field(default=None, metadata=_opt(
+        "scratch-detector weight file for detect and restore with detection (default: the one shipped "
+        "with oldphoto_model; when the default is missing the server still restores, without detection; "
+        "'none': no detection)"))
     device: str = field(default="auto", metadata=_opt(
         "where the model runs", choices=("auto", "cpu", "cuda")))
     precision: str = field(default="auto", metadata=_opt(

@@ -29,6 +29,7 @@ from .wire import (
     MAX_FRAMES,
     MAX_ID_LEN,
     OP_CANCEL,
+    OP_DETECT,
     OP_ECHO,
     OP_INFO,
     OP_PING,
@@ -73,8 +74,10 @@ class ProtocolError(Exception):
 
 @dataclass
 class Request:
-    """A validated request. For restore/echo, ``image`` (H, W, C) and ``mask`` (H, W)
-    are read-only views of the received frames (no copy)."""
+    """A validated request. For restore/echo/detect, ``image`` (H, W, C) and ``mask`` (H, W)
+    are read-only views of the received frames (no copy). ``detect``: a restore without a
+    mask should find the scratches itself; ``threshold`` (None: the detector's own) and
+    ``probability`` (send the probability map too) belong to ``detect``."""
 
     op: str
     id: Any
@@ -82,6 +85,9 @@ class Request:
     image: Optional[np.ndarray] = None
     mask: Optional[np.ndarray] = None
     options: dict[str, Any] = field(default_factory=dict)
+    detect: bool = False
+    threshold: Optional[float] = None
+    probability: bool = False
 
 
 def decode_header(data: bytes, max_bytes: int) -> dict:
@@ -218,10 +224,33 @@ def parse_request(frames: Sequence, cfg: ServerConfig) -> Request:
                 raise ProtocolError(E_MALFORMED, "'cancel' needs the job id string 'job'", rid)
             return Request(op, rid, job=job)
         return Request(op, rid)
-    assert op in (OP_RESTORE, OP_ECHO)
+    assert op in (OP_RESTORE, OP_ECHO, OP_DETECT)
+    if op == OP_DETECT and header.get("mask", False) is not False:
+        raise ProtocolError(E_MALFORMED, "'detect' takes the pixels only: 'mask' must be false or absent", rid)
     image, mask = _image(header, rest, cfg, rid)
+    if op == OP_DETECT:
+        return Request(op, rid, image=image, threshold=_threshold(header.get("threshold"), rid),
+                       probability=_bool_field(header, "probability", rid))
     options = _options(header.get("options"), rid) if op == OP_RESTORE else {}
-    return Request(op, rid, image=image, mask=mask, options=options)
+    detect = _bool_field(header, "detect", rid) if op == OP_RESTORE else False
+    return Request(op, rid, image=image, mask=mask, options=options, detect=detect)
+
+
+def _bool_field(header: dict, name: str, rid: Any) -> bool:
+    """An optional true/false header field (absent: false)."""
+    v = header.get(name, False)
+    if not isinstance(v, bool):
+        raise ProtocolError(E_MALFORMED, f"'{name}' must be true or false, got {type(v).__name__}", rid)
+    return v
+
+
+def _threshold(v: Any, rid: Any) -> Optional[float]:
+    """``detect``'s optional threshold: a number in 0..1, or None for the detector's own."""
+    if v is None:
+        return None
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+        raise ProtocolError(E_BAD_OPTION, f"'threshold' must be a number from 0 to 1, got {clip(v)}", rid)
+    return float(v)
 
 
 def reply(rid: Any, kind: str, **fields: Any) -> bytes:
@@ -235,4 +264,4 @@ def error_reply(rid: Any, code: str, message: str, **fields: Any) -> bytes:
 
 
 __all__ = ["OPTIONS", "ProtocolError", "Request", "decode_header", "parse_request", "reply",
-           "error_reply", "OP_CANCEL", "OP_ECHO", "OP_INFO", "OP_PING", "OP_RESTORE"]
+           "error_reply", "OP_CANCEL", "OP_DETECT", "OP_ECHO", "OP_INFO", "OP_PING", "OP_RESTORE"]

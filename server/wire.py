@@ -11,7 +11,9 @@ from __future__ import absolute_import, division, print_function, unicode_litera
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+#: 2: the ``detect`` operation and ``restore``'s ``detect`` field (a version-1 server would
+#: ignore the field and restore without a mask, so the version tells the two apart).
+PROTOCOL_VERSION = 2
 DEFAULT_PORT = 5587
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5587"
 START_HINT = ("Start the restoration server first: run `python -m server` "
@@ -23,10 +25,12 @@ OP_INFO = "info"
 OP_RESTORE = "restore"
 OP_CANCEL = "cancel"
 OP_ECHO = "echo"          # transport test: validates like restore, returns the pixels
-OPS = (OP_PING, OP_INFO, OP_RESTORE, OP_CANCEL, OP_ECHO)
+OP_DETECT = "detect"      # find the scratches: returns the mask (and the probability map)
+OPS = (OP_PING, OP_INFO, OP_RESTORE, OP_CANCEL, OP_ECHO, OP_DETECT)
 
 #: Frames an operation takes after the header: (at least, at most).
-OP_FRAMES = {OP_PING: (0, 0), OP_INFO: (0, 0), OP_CANCEL: (0, 0), OP_RESTORE: (1, 2), OP_ECHO: (1, 2)}
+OP_FRAMES = {OP_PING: (0, 0), OP_INFO: (0, 0), OP_CANCEL: (0, 0), OP_RESTORE: (1, 2), OP_ECHO: (1, 2),
+             OP_DETECT: (1, 1)}
 #: The most frames any request may have, header included.
 MAX_FRAMES = 1 + max(hi for _lo, hi in OP_FRAMES.values())
 
@@ -52,6 +56,7 @@ E_OOM = "out_of_memory"               # the job did not fit even on the low-memo
 E_CANCELLED = "cancelled"             # by cancel, a vanished client or the server shutting down
 E_INTERNAL = "internal"               # a bug: the message says what
 E_SOCKET_TYPE = "socket_type"         # a REQ (or other enveloped) socket: connect a DEALER
+E_NO_DETECTOR = "detection_unavailable"   # detect (or restore with detect) on a server without a detector
 # client-side only (never on the wire)
 E_UNAVAILABLE = "server_unavailable"
 E_TIMEOUT = "timeout"
@@ -61,7 +66,7 @@ E_ADDRESS = "bad_address"             # a server address that cannot work (check
 
 ERROR_CODES = (E_MALFORMED, E_FRAME_COUNT, E_SIZE_MISMATCH, E_UNSUPPORTED, E_TOO_LARGE,
                E_MASK_SHAPE, E_BAD_OPTION, E_UNKNOWN_OP, E_VERSION, E_BUSY, E_UNKNOWN_JOB,
-               E_OOM, E_CANCELLED, E_INTERNAL, E_SOCKET_TYPE)
+               E_OOM, E_CANCELLED, E_INTERNAL, E_SOCKET_TYPE, E_NO_DETECTOR)
 
 DTYPE_U8 = "u8"
 

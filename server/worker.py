@@ -1,4 +1,4 @@
-"""The model thread: a bounded FIFO of restore jobs, run one at a time.
+"""The model thread: a bounded FIFO of restore and detect jobs, run one at a time.
 
 The ROUTER socket belongs to the I/O thread (ZeroMQ sockets are not thread-safe),
 so the worker never touches it: everything it has to say (progress, results,
@@ -21,6 +21,8 @@ import numpy as np
 import zmq
 
 from oldphoto_model import Cancelled, InputError, RestoreOptions, Restorer, is_oom
+from oldphoto_model.archs.detector import ScratchDetector
+from oldphoto_model.detect import DEFAULT_TILE, detect, model_threshold, restore_detected
 from oldphoto_model.pipeline import Progress
 
 from . import protocol
@@ -32,9 +34,15 @@ class Busy(Exception):
     """The queue is full, or the client has as many jobs as it may; the message says which."""
 
 
+#: Tile side of the detector's retry after an out-of-memory error.
+LOW_MEMORY_TILE = 256
+
+
 @dataclass
 class Job:
-    """One restore request. ``identity``/``request_id`` route its replies."""
+    """One restore or detect request. ``identity``/``request_id`` route its replies.
+    ``detect``: a restore without a mask finds its scratches first; ``threshold`` and
+    ``probability`` belong to a detect job (``kind`` "detect")."""
 
     identity: bytes
     request_id: Any
@@ -46,15 +54,29 @@ class Job:
     cancel_reason: str = "cancelled by request"
     state: str = "queued"
     submitted: float = field(default_factory=time.monotonic)
+    kind: str = "restore"
+    detect: bool = False
+    threshold: Optional[float] = None
+    probability: bool = False
+
+    @property
+    def reply_bytes(self) -> int:
+        """Bytes of the data frames its final reply will carry."""
+        if self.kind == "detect":
+            h, w = self.image.shape[:2]
+            return h * w * (2 if self.probability else 1)
+        return self.image.nbytes
 
 
 class Worker(threading.Thread):
     """Runs queued jobs on one Restorer; talks to the I/O thread via ``events_address``."""
 
     def __init__(self, restorer: Restorer, context: zmq.Context, events_address: str,
-                 queue_size: int, per_client: int = 2, info: Optional[dict] = None) -> None:
+                 queue_size: int, per_client: int = 2, info: Optional[dict] = None,
+                 detector: Optional[ScratchDetector] = None) -> None:
         super().__init__(name="oldphoto-worker", daemon=True)
         self.restorer = restorer
+        self.detector = detector
         self.context = context
         self.events_address = events_address
         self.queue_size = queue_size
@@ -120,7 +142,7 @@ class Worker(threading.Thread):
         (a result is as big as its image)."""
         with self._cond:
             jobs = list(self._queue) + ([self._current] if self._current is not None else [])
-            return sum(j.image.nbytes for j in jobs if j.identity == identity)
+            return sum(j.reply_bytes for j in jobs if j.identity == identity)
 
     def identities_with_jobs(self) -> set:
         """The routing ids of every client with a job waiting or running."""
@@ -191,9 +213,15 @@ class Worker(threading.Thread):
             self._emit(out, job, protocol.reply(job.request_id, T_PROGRESS, job=job.id,
                                                 fraction=float(fraction), stage=stage))
 
+        extra: dict[str, Any] = {}
         try:
             progress(0.0, "start")   # also tells the I/O thread early if the client is gone
-            result, low_memory = self._restore(job, progress)
+            if job.kind == "detect":
+                frames, extra = self._detect(job, progress)
+                low_memory = bool(extra.pop("low_memory"))
+            else:
+                result, low_memory, extra = self._restore(job, progress)
+                frames = (result,)
         except Cancelled as e:
             job.state = "cancelled"
             self._count("dropped" if job.cancel_reason.startswith("client") else "cancelled")
@@ -220,19 +248,62 @@ class Worker(threading.Thread):
         job.state = "done"
         self._count("completed")
         h, w = job.image.shape[:2]
-        log.info("job %s: %dx%dx%d%s restored in %.2f s%s", job.id, w, h, job.image.shape[2],
-                 " + mask" if job.mask is not None else "", time.monotonic() - started,
+        source = {"request": " + mask", "detected": " + detected mask"}.get(extra.get("mask_source", ""), "")
+        log.info("job %s: %dx%dx%d%s %s in %.2f s%s", job.id, w, h, job.image.shape[2], source,
+                 "scanned for scratches" if job.kind == "detect" else "restored", time.monotonic() - started,
                  " (low-memory path)" if low_memory else "")
         meta = dict(self.meta_base, job=job.id, width=w, height=h, channels=job.image.shape[2],
                     seconds=round(time.monotonic() - started, 4),
                     queued_seconds=round(started - job.submitted, 4),
-                    low_memory=low_memory, options=job.options)
-        self._emit(out, job, protocol.reply(job.request_id, T_OK, **meta), (result,))
+                    low_memory=low_memory, **extra)
+        if job.kind != "detect":
+            meta["options"] = job.options
+        self._emit(out, job, protocol.reply(job.request_id, T_OK, **meta), frames)
 
-    def _restore(self, job: Job, progress: Progress) -> tuple[np.ndarray, bool]:
+    def _restore(self, job: Job, progress: Progress) -> tuple[np.ndarray, bool, dict[str, Any]]:
+        """(result, low-memory path?, reply fields: mask_source and, when detected, flagged)."""
         image = np.array(job.image)          # writable, owned copy (the frame is read-only)
+        if job.mask is None and job.detect and self.detector is not None:
+            out, info = restore_detected(self.restorer, self.detector, image, RestoreOptions(**job.options),
+                                         progress)
+            return (np.ascontiguousarray(out), info["low_memory"],
+                    {"mask_source": "detected", "flagged": round(info["flagged"], 6)})
         mask = None if job.mask is None else np.array(job.mask)
-        return restore_image(self.restorer, image, mask, job.options, progress)
+        out, low_memory = restore_image(self.restorer, image, mask, job.options, progress)
+        return out, low_memory, {"mask_source": "none" if mask is None else "request"}
+
+    def _detect(self, job: Job, progress: Progress) -> tuple[tuple, dict[str, Any]]:
+        """A detect job: (frames: mask [, probability], reply fields)."""
+        assert self.detector is not None     # the I/O thread refuses detect without a detector
+        threshold = model_threshold(self.detector) if job.threshold is None else job.threshold
+        prob, mask, low_memory = detect_image(self.detector, job.image, threshold,
+                                              lambda f: progress(f, "detect"))
+        frames: tuple = (mask,)
+        if job.probability:
+            frames += (np.rint(prob * 255.0).astype(np.uint8),)
+        progress(1.0, "done")
+        return frames, {"threshold": threshold, "flagged": round(float(np.count_nonzero(mask)) / mask.size, 6),
+                        "probability": job.probability, "low_memory": low_memory,
+                        "detector": getattr(getattr(self.detector, "weights_info", None), "short_id", "")}
+
+
+def detect_image(detector: ScratchDetector, image: np.ndarray, threshold: Optional[float] = None,
+                 progress: Optional[Any] = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """What a detect job computes, shared by the worker and ``detect --in-process``:
+    (probability float32 HxW, mask uint8 HxW with 255 = scratch, whether the low-memory
+    retry ran). After an out-of-memory error the detection is run once more in small tiles
+    (the same result: the tiles are exact)."""
+    try:
+        prob, mask = detect(image, detector, threshold, DEFAULT_TILE, progress)
+        return prob, mask, False
+    except Exception as e:
+        if not is_oom(e):
+            raise
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    prob, mask = detect(image, detector, threshold, LOW_MEMORY_TILE, progress)
+    return prob, mask, True
 
 
 def restore_image(restorer: Restorer, image: np.ndarray, mask: Optional[np.ndarray],

@@ -26,6 +26,18 @@ DATE = "2026"
 IMAGE_TYPES = "RGB*, GRAY*"
 INDEXED_REASON = "Restore Old Photo works on RGB and grayscale images; convert indexed images first (Image > Mode)."
 
+#: The second menu entry: the server's scratch detector turns into the image's selection.
+SELECT_PROCEDURE = "python-fu-oldphoto-select-scratches"
+SELECT_MENU_LABEL = "Select Scratches..."
+SELECT_TITLE = "Select Scratches"
+SELECT_BLURB = "Select the scratches, cracks, dust and spots of an old photo automatically"
+SELECT_HELP = ("Sends the active layer to the local old-photo restoration server, whose scratch detector "
+               "finds scratches, cracks, dust and spots; they become the image's selection (one undo "
+               "step), to add to or trim with GIMP's selection tools before Restore Old Photo. The "
+               "layer is never changed.")
+#: The options of Select Scratches (the server settings of OPTIONS, same names).
+SELECT_OPTIONS = ("server_address", "server_key")
+
 #: Same value as oldphoto_client.DEFAULT_ADDRESS (a test keeps them equal); kept here
 #: because the client module may only be imported inside the run function.
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5587"
@@ -53,8 +65,9 @@ OPTIONS = (
      "With the selection as scratch mask: blend the restored pixels into the original through "
      "the selection, nothing else changes. Without a selection, or with the selection not "
      "used as scratch mask, the whole layer is restored"),
-    ("detect_scratches", bool, False, "Detect scratches automatically when nothing is selected",
-     "Only when the server offers automatic scratch detection"),
+    ("detect_scratches", bool, False, "Find scratches automatically when nothing is selected",
+     "With nothing selected, the server's scratch detector finds the scratches to inpaint "
+     "(only when the server offers scratch detection)"),
     ("server_address", str, DEFAULT_ADDRESS, "Server address",
      "ZeroMQ address of the restoration server"),
     ("server_key", str, "", "Server public key",
@@ -101,6 +114,7 @@ STAGE_WORDS = {
     "decode": "painting the restored photo",
     "done": "finishing",
     "low-memory retry": "not enough memory: trying again in smaller pieces",
+    "detect": "finding scratches",
 }
 
 
@@ -246,9 +260,15 @@ class Host(object):
         undo group; on failure leave nothing behind and raise."""
         raise NotImplementedError
 
+    def set_selection(self, mask):
+        """Replace the image's selection by ``mask`` (u8 H x W in layer coordinates, 255 =
+        selected; nothing is selected outside the layer), in one undo group."""
+        raise NotImplementedError
 
-def describe_error(exc, client_module, address):
-    """Map a client exception to a PluginError with a message for people."""
+
+def describe_error(exc, client_module, address, what=TITLE):
+    """Map a client exception to a PluginError with a message for people; ``what`` names
+    the command (Restore Old Photo, Select Scratches)."""
     if isinstance(exc, PluginError):
         return exc
     cm = client_module
@@ -261,14 +281,14 @@ def describe_error(exc, client_module, address):
     if cm is not None and isinstance(exc, getattr(cm, "TooLarge", ())):
         return PluginError(too_large_text(exc), "input")
     if cm is not None and isinstance(exc, getattr(cm, "Cancelled", ())):
-        return PluginError("Restore Old Photo was cancelled; the image is unchanged.", "cancelled")
+        return PluginError("%s was cancelled; the image is unchanged." % what, "cancelled")
     if cm is not None and isinstance(exc, getattr(cm, "ServerError", ())):
         return PluginError("The restoration server reported an error:\n%s"
                            % plain(getattr(exc, "message", None) or exc), "error")
     if cm is not None and isinstance(exc, getattr(cm, "ClientError", ())):
         return PluginError("Talking to the restoration server at %s failed:\n%s"
                            % (address, plain(getattr(exc, "message", None) or exc)), "error")
-    return PluginError("Restore Old Photo failed: %s: %s" % (type(exc).__name__, plain(exc)), "error")
+    return PluginError("%s failed: %s: %s" % (what, type(exc).__name__, plain(exc)), "error")
 
 
 def too_large_text(exc):
@@ -286,17 +306,11 @@ def too_large_text(exc):
                                        " ".join(flags)))
 
 
-#: Names a server may give its automatic scratch-detection option (info()["options"]).
-DETECTION_OPTIONS = ("detect_scratches", "auto_mask", "scratch_detection")
-
-
-def detection_option(info):
-    """The server's option name for automatic scratch detection, or None when it has none."""
-    offered = info.get("options") if isinstance(info, dict) else None
-    for key in DETECTION_OPTIONS:
-        if isinstance(offered, dict) and key in offered:
-            return key
-    return None
+def detection_offered(info):
+    """Whether the server whose ``info`` this is can find scratches itself (protocol 2:
+    ``info["detection"]["available"]``)."""
+    detection = info.get("detection") if isinstance(info, dict) else None
+    return isinstance(detection, dict) and detection.get("available") is True
 
 
 def close_quietly(client):
@@ -310,27 +324,30 @@ def close_quietly(client):
 
 def server_status(address, timeout=1.0, server_key=None):
     """Ask the server at ``address`` quickly what it offers, for the dialog. Returns
-    (reachable, its scratch-detection option name or None, one line for the person);
+    (reachable, whether it offers scratch detection, one line for the person);
     never raises (the dialog must open whatever happens)."""
     try:
         cm = import_client()
     except PluginError:
-        return (False, None, "Server: cannot be contacted, this GIMP's Python lacks pyzmq or "
-                             "msgpack (pressing OK shows what to install).")
+        return (False, False, "Server: cannot be contacted, this GIMP's Python lacks pyzmq or "
+                              "msgpack (pressing OK shows what to install).")
     client = None
     try:
         client = cm.Client(address, server_key=server_key or None)
         client.ping(timeout=timeout)
         info = client.info()
     except getattr(cm, "BadAddress", ()) as e:
-        return False, None, "Server: the address cannot work: %s" % plain(e.message)
+        return False, False, "Server: the address cannot work: %s" % plain(e.message)
+    except getattr(cm, "ServerError", ()) as e:   # e.g. a server of another protocol version
+        return False, False, "Server at %s: %s" % (address, plain(e.message))
     except Exception:
-        return False, None, "Server: no answer at %s. %s" % (address, start_hint(address))
+        return False, False, "Server: no answer at %s. %s" % (address, start_hint(address))
     finally:
         close_quietly(client)
     device = info.get("device") if isinstance(info, dict) else None
-    return (True, detection_option(info),
-            "Server: ready at %s%s." % (address, " (%s)" % device if device else ""))
+    offered = detection_offered(info)
+    return (True, offered, "Server: ready at %s%s%s." % (
+        address, " (%s)" % device if device else "", "" if offered else "; it cannot find scratches"))
 
 
 def dialog_options(address, timeout=1.0, status=None):
@@ -338,7 +355,7 @@ def dialog_options(address, timeout=1.0, status=None):
     server at ``address`` offers it (asked quickly, or taken from ``status``, a
     server_status result; any failure hides it)."""
     _ok, detection, _line = status or server_status(address, timeout)
-    return [n for n in DIALOG_ORDER if n != "detect_scratches" or detection is not None]
+    return [n for n in DIALOG_ORDER if n != "detect_scratches" or detection]
 
 
 def mode_text(options, has_selection, detection_offered=False):
@@ -401,10 +418,8 @@ def run(host, options, client_module=None):
     try:
         client = cm.Client(address, server_key=opts["server_key"] or None)
         client.ping()
-        if server_opts.pop("detect_scratches", False):
-            key = detection_option(client.info())
-            if key is not None:   # a server without detection restores without a mask
-                server_opts[key] = True
+        # a server without detection restores without a mask (its dialog hides the option)
+        detect = bool(server_opts.pop("detect_scratches", False)) and detection_offered(client.info())
         sent = pixels if region == (0, 0, w, h) else crop(pixels, w, c, rx, ry, rw, rh)
         sent_mask = None if mask is None else crop(mask, w, 1, rx, ry, rw, rh)
 
@@ -412,8 +427,9 @@ def run(host, options, client_module=None):
             host.progress(0.05 + 0.9 * max(0.0, min(1.0, float(fraction))),
                           progress_text(stage) if stage else None)
 
+        kw = {"detect": True} if detect else {}     # only then: an older client lacks the argument
         result, _meta = client.restore(sent, rw, rh, c, mask=sent_mask, options=server_opts,
-                                       progress=on_progress, should_cancel=host.should_cancel)
+                                       progress=on_progress, should_cancel=host.should_cancel, **kw)
     except Exception as e:   # every failure becomes a message; nothing was made yet
         raise describe_error(e, cm, address)
     finally:
@@ -432,3 +448,67 @@ def run(host, options, client_module=None):
     host.add_layer(name, out)
     host.progress(1.0, None)
     return name
+
+
+def select_progress_text(stage):
+    # type: (str) -> str
+    """Progress-bar text of Select Scratches for a server stage name."""
+    return "Select Scratches: %s..." % STAGE_WORDS.get(stage, stage.replace("-", " ") if stage else "working")
+
+
+def select_scratches(host, options, client_module=None):
+    """Select Scratches: ask the server to find the scratches of the host's active layer
+    and make them the image's selection (``host.set_selection``, one undo step). Returns
+    the share of the layer's pixels selected; when none is found the selection is left as
+    it was. Raises PluginError on failure, having left the image as it was."""
+    opts = options_from(options)
+    address = opts["server_address"]
+    cm = client_module or import_client()
+    w, h, c = host.width, host.height, host.channels
+    if not (w > 0 and h > 0 and 1 <= c <= 4):
+        raise PluginError("The active layer is empty or of an unsupported type.", "input")
+    pixels = host.read_pixels()
+    if len(pixels) != w * h * c:
+        raise PluginError("Read %d bytes from the layer, expected %d." % (len(pixels), w * h * c), "input")
+    client = None
+    host.progress(0.0, "Contacting the restoration server...")
+    try:
+        client = cm.Client(address, server_key=opts["server_key"] or None)
+        client.ping()
+        info = client.info()
+        if not detection_offered(info):
+            detection = info.get("detection") if isinstance(info, dict) else None
+            why = detection.get("reason") if isinstance(detection, dict) else None
+            raise PluginError("The restoration server at %s cannot find scratches%s.\nSelect them by hand, "
+                              "or start a server that has the scratch detector (python -m server)."
+                              % (address, ": " + plain(why) if why else ""), "error")
+
+        def on_progress(fraction, stage=None):
+            host.progress(0.05 + 0.85 * max(0.0, min(1.0, float(fraction))),
+                          select_progress_text(stage) if stage else None)
+
+        mask, _prob, meta = client.detect(pixels, w, h, c, progress=on_progress,
+                                          should_cancel=host.should_cancel)
+    except Exception as e:   # every failure becomes a message; nothing was changed yet
+        raise describe_error(e, cm, address, SELECT_TITLE)
+    finally:
+        close_quietly(client)
+    if len(mask) != w * h:
+        raise PluginError("The server returned %d bytes, expected %d; the image is unchanged."
+                          % (len(mask), w * h), "error")
+    flagged = (w * h - bytes(mask).count(b"\x00")) / float(w * h)
+    if flagged > 0:
+        host.progress(0.95, "Selecting the scratches...")
+        host.set_selection(mask)
+    host.progress(1.0, None)
+    return flagged
+
+
+def selection_summary(flagged):
+    # type: (float) -> str
+    """What Select Scratches found, for the person."""
+    if flagged <= 0:
+        return ("Select Scratches found no scratches on this layer; the selection is unchanged. "
+                "Select them by hand with GIMP's selection tools.")
+    return ("Select Scratches selected %.2f %% of the layer. Add or remove parts with GIMP's selection "
+            "tools, then use Restore Old Photo." % (100.0 * flagged))

@@ -1,13 +1,15 @@
 #!/usr/bin/env python2
 # -*- coding: utf-8 -*-
-"""GIMP 2.10 plug-in (gimpfu, Python 2.7): Filters > Enhance > Restore Old Photo...
-Host glue only; the logic is in oldphoto_common, the protocol in oldphoto_client."""
+"""GIMP 2.10 plug-in (gimpfu, Python 2.7): Filters > Enhance > Restore Old Photo... and
+Select Scratches... Host glue only; the logic is in oldphoto_common, the protocol in
+oldphoto_client."""
 from __future__ import absolute_import, division, print_function
 
 import os
 import sys
 
 from gimpfu import (
+    CHANNEL_OP_REPLACE,
     NORMAL_MODE,
     PF_DRAWABLE,
     PF_IMAGE,
@@ -95,6 +97,32 @@ class _Host(common.Host):
             image.undo_group_end()
         gimp.displays_flush()
 
+    def set_selection(self, mask):
+        """The mask goes into a temporary canvas-sized channel (at the layer's offsets,
+        clipped to the canvas), which replaces the selection; one undo group."""
+        image, w, h = self.image, self.width, self.height
+        ox, oy = self.offsets
+        x0, y0 = max(0, ox), max(0, oy)
+        x1, y1 = min(image.width, ox + w), min(image.height, oy + h)
+        channel = gimp.Channel(image, _native("scratches"), image.width, image.height, 100.0, (0, 0, 0))
+        image.undo_group_start()
+        added = False
+        try:
+            image.add_channel(channel, 0)
+            added = True
+            if x1 > x0 and y1 > y0:
+                rgn = channel.get_pixel_rgn(x0, y0, x1 - x0, y1 - y0, True, True)
+                rgn[x0:x1, y0:y1] = common.crop(mask, w, 1, x0 - ox, y0 - oy, x1 - x0, y1 - y0)
+                channel.flush()
+                channel.merge_shadow(True)
+                channel.update(x0, y0, x1 - x0, y1 - y0)
+            pdb.gimp_image_select_item(image, CHANNEL_OP_REPLACE, channel)
+        finally:
+            if added:
+                image.remove_channel(channel)
+            image.undo_group_end()
+        gimp.displays_flush()
+
 
 def _interactive():
     """gimpfu does not pass the run mode on; its dialog runs the procedure from
@@ -131,6 +159,29 @@ def restore_old_photo(image, drawable, *values):
         raise RuntimeError(_native(e.message))
 
 
+def select_scratches(image, drawable, *values):
+    """Select Scratches: the image, the layer and common.SELECT_OPTIONS (server address and
+    key; a script may leave them out). Errors as for restore_old_photo."""
+    try:
+        if drawable is None or not pdb.gimp_item_is_layer(drawable):
+            raise common.PluginError("Pick a layer to find scratches on.", "input")
+        if pdb.gimp_drawable_is_indexed(drawable):
+            raise common.PluginError(common.INDEXED_REASON, "input")
+        if pdb.gimp_item_is_group(drawable):
+            raise common.PluginError("Pick a pixel layer, not a layer group.", "input")
+        options = dict(zip(common.SELECT_OPTIONS, values))
+        gimp.progress_init(_native(common.SELECT_TITLE))
+        flagged = common.select_scratches(_Host(image, drawable), options)
+        if _interactive():
+            gimp.message(_native(common.selection_summary(flagged)))
+    except common.PluginError as e:
+        if _interactive():
+            if e.kind != "cancelled":
+                gimp.message(_native(e.message))
+            return
+        raise RuntimeError(_native(e.message))
+
+
 _PF = {bool: PF_TOGGLE, str: PF_STRING, int: PF_SPINNER, float: PF_SLIDER}
 
 
@@ -150,6 +201,18 @@ register(
     + [_param(name, typ, default, label) for name, typ, default, label, _d in common.OPTIONS],
     [],
     restore_old_photo,
+    menu=common.MENU_PATH)
+
+register(
+    common.SELECT_PROCEDURE, common.SELECT_BLURB, common.SELECT_HELP + " " + common.INDEXED_REASON,
+    common.AUTHOR, common.COPYRIGHT, common.DATE,
+    common.SELECT_MENU_LABEL, common.IMAGE_TYPES,
+    [(PF_IMAGE, "image", "Input image", None),
+     (PF_DRAWABLE, "drawable", "Layer to find scratches on", None)]
+    + [_param(name, typ, default, label) for name, typ, default, label, _d in common.OPTIONS
+       if name in common.SELECT_OPTIONS],
+    [],
+    select_scratches,
     menu=common.MENU_PATH)
 
 main()

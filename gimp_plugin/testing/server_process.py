@@ -32,12 +32,33 @@ def make_weights(path: Path, seed: int = 0) -> Path:
     return Path(path)
 
 
+def make_detector(path: Path, seed: int = 0) -> Path:
+    """A tiny random-weight scratch detector (tests only) whose file's threshold is the
+    median probability it gives a random photo, so its masks are neither empty nor full."""
+    import numpy as np
+    import torch
+
+    from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
+    from oldphoto_model.detect import detect, save_detector
+    torch.manual_seed(seed)
+    m = ScratchDetector(DetectorConfig(width=4, levels=2)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.5)
+    sample = np.random.default_rng(seed).integers(30, 220, (64, 64, 3), dtype=np.uint8)
+    threshold = round(float(np.median(detect(sample, m, 0.5)[0])), 4)
+    save_detector(m, str(path), metadata={"purpose": "test, random weights", "threshold": threshold})
+    return Path(path)
+
+
 class ServerProcess:
-    """``python -m server --bind ADDRESS --weights W --device cpu --precision fp32``."""
+    """``python -m server --bind ADDRESS --weights W --device cpu --precision fp32`` (and
+    ``--detector D`` when given: a file, or "none"; else the shipped scratch detector)."""
 
     def __init__(self, weights: Path, address: str | None = None, cwd: Path | None = None,
-                 extra_args: list[str] | None = None, server_key: str | None = None):
-        self.extra_args = list(extra_args or [])
+                 extra_args: list[str] | None = None, server_key: str | None = None,
+                 detector: str | Path | None = None):
+        self.extra_args = list(extra_args or []) + (["--detector", str(detector)] if detector else [])
         self.server_key = server_key     # a CURVE server's public key, for the readiness ping
         self.address = address or f"tcp://127.0.0.1:{free_port()}"
         self.weights = Path(weights)

@@ -1,7 +1,8 @@
 # Batch code run inside a real GIMP 3 (python-fu-eval) by test_gimp3_e2e.py.
 # For each case of /mnt/oldphoto/spec.json: build or load the photo, select the
 # scratch, call the plug-in's procedure non-interactively, and record what is
-# found in /mnt/oldphoto/out_N.json (+ raw pixels of the new layer in new_N.raw).
+# found in /mnt/oldphoto/out_N.json (+ raw pixels of the new layer in new_N.raw,
+# the selection afterwards in selection_after_N.raw).
 # One GIMP start serves every case (starting GIMP costs seconds).
 import json
 import time
@@ -78,6 +79,7 @@ def run_case(case, i):
     if proc is None:
         return out
     out["menu_paths"] = list(proc.get_menu_paths())
+    out["menu_label"] = proc.get_menu_label()
     out["image_types"] = proc.get_image_types()
     out["arguments"] = [[a.name] + [plain(getattr(a, f, None)) for f in ("default_value", "minimum", "maximum")]
                         for a in proc.get_arguments()]
@@ -99,6 +101,11 @@ def run_case(case, i):
     out["original_offsets"] = list(layer.get_offsets()[-2:])
     out["original_size"] = [layer.get_width(), layer.get_height()]
     out["dirty"] = image.is_dirty()
+    out["n_channels"] = len(image.get_channels())
+    out["selection_empty"] = Gimp.Selection.is_empty(image)
+    W, H = image.get_width(), image.get_height()
+    open(D + "selection_after_%d.raw" % i, "wb").write(bytes(image.get_selection().get_buffer().get(
+        Gegl.Rectangle.new(0, 0, W, H), 1.0, "Y u8", Gegl.AbyssPolicy.NONE)))
     new = [l for l in layers if l.get_id() not in before]
     if new:
         n = new[0]

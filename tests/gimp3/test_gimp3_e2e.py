@@ -19,7 +19,12 @@ import gimp3  # noqa: E402
 from gimp_plugin import installer  # noqa: E402
 from gimp_plugin.common import oldphoto_common as common  # noqa: E402
 from gimp_plugin.testing.selections import scratch_selection, selection_in_layer  # noqa: E402
-from gimp_plugin.testing.server_process import ServerProcess, free_port, reference  # noqa: E402
+from gimp_plugin.testing.server_process import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    make_detector,
+    reference,
+)
 
 pytestmark = [pytest.mark.gimp3, pytest.mark.slow]
 
@@ -63,6 +68,19 @@ def server(tmp_path_factory):
     pytest.importorskip("server.cli", reason="the server package is not importable")
     from oldphoto_model import default_weights_path
     srv = ServerProcess(default_weights_path()).start()   # the shipped model, as a user gets it   # a server that cannot start is a failure, not a skip
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def det_server(tmp_path_factory):
+    """The shipped restoration model with a random-weight scratch detector whose masks are
+    partial (the shipped detector, tuned for few false alarms, marks little of a test photo)."""
+    pytest.importorskip("server.cli", reason="the server package is not importable")
+    from oldphoto_model import default_weights_path
+    detector = make_detector(tmp_path_factory.mktemp("detector") / "det.pt")
+    srv = ServerProcess(default_weights_path(), detector=detector).start()
+    srv.detector = detector
     yield srv
     srv.stop()
 
@@ -263,3 +281,73 @@ def test_curve_in_real_gimp3(gimp_ready, curve_server, tmp_path):
         assert out["original_unchanged"] and not out["dirty"], out
         assert out["seconds"] < 15.0, f"the key error took {out['seconds']:.1f} s"
     assert srv.alive(), "the server died on a bad handshake:\n" + srv.output()[-1500:]
+
+
+def test_select_scratches_in_real_gimp3(gimp_ready, det_server, tmp_path):
+    """Filters > Enhance > Select Scratches in a real GIMP 3: the detected mask becomes the
+    selection (at the layer's offsets, clipped to the canvas), the layer and the layer stack
+    are unchanged, no channel is left behind, no undo group is left open; a server without
+    detection is an error that says so. And Restore Old Photo with "find scratches" ticked and
+    nothing selected restores with the detected mask."""
+    from oldphoto_model.detect import detect, load_detector
+    share = tmp_path
+    installer.install("3", gimp3.plugin_dir(share))
+    blind = ServerProcess(det_server.weights, detector="none").start()
+    try:
+        det = load_detector(str(det_server.detector))
+        img0, _ = photo(60, 80, 3, 20)                        # 0: RGB, offset, partly off-canvas
+        img1, _ = photo(48, 64, 1, 21)                        # 1: gray, aligned
+        img2, _ = photo(48, 64, 3, 22)                        # 2: a server without detection
+        img3, _ = photo(48, 64, 3, 23)                        # 3: restore with detect-scratches
+        sel = np.zeros((48, 64), np.uint8)
+        sel[5:9, 10:30] = 255
+        cases = [
+            dict(channels=3, canvas=[72, 56], layer_size=[80, 60], offsets=[-5, 4], selection=False,
+                 procedure=common.SELECT_PROCEDURE, args={"server-address": det_server.address}),
+            dict(channels=1, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=True,
+                 procedure=common.SELECT_PROCEDURE, args={"server-address": det_server.address}),
+            dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=True,
+                 procedure=common.SELECT_PROCEDURE, args={"server-address": blind.address}),
+            dict(channels=3, canvas=[64, 48], layer_size=[64, 48], offsets=[0, 0], selection=False,
+                 procedure=common.PROCEDURE, args={"server-address": det_server.address,
+                                                   "detect-scratches": True}),
+        ]
+        for i, im in enumerate((img0, img1, img2, img3)):
+            (share / f"photo_{i}.raw").write_bytes(im.tobytes())
+        for i in (1, 2):
+            (share / f"selection_{i}.raw").write_bytes(sel.tobytes())
+        outs = run_cases(share, cases)
+    finally:
+        blind.stop()
+    for i, out in enumerate(outs[:3]):
+        assert out["registered"], "Select Scratches did not register in GIMP 3"
+        assert out["menu_paths"] == ["<Image>/Filters/Enhance"] and out["menu_label"] == "Select Scratches\u2026"
+        assert [a[0] for a in out["arguments"] if a[0].startswith("server")] == ["server-address", "server-key"]
+        assert out["original_unchanged"] and "new" not in out and out["n_layers_before"] == len(out["layer_names"])
+        assert out["n_channels"] == 0, "a temporary channel was left in the image"
+
+    def selection(i, shape):
+        return np.frombuffer((share / f"selection_after_{i}.raw").read_bytes(), np.uint8).reshape(shape)
+
+    for i, (img, canvas, offsets) in enumerate(((img0, (56, 72), (-5, 4)), (img1, (48, 64), (0, 0)))):
+        out = outs[i]
+        assert out["status"] == "success", out
+        mask = detect(img, det)[1]
+        assert 0 < (mask > 0).mean() < 1
+        want = np.zeros(canvas, np.uint8)
+        ox, oy = offsets
+        h, w = mask.shape
+        x0, y0, x1, y1 = max(0, ox), max(0, oy), min(canvas[1], ox + w), min(canvas[0], oy + h)
+        want[y0:y1, x0:x1] = mask[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        got = selection(i, canvas)
+        assert np.array_equal(got, want), f"case {i}: the selection differs at {int((got != want).sum())} pixels"
+        assert out["dirty"], "the selection change is not an undoable change of the image"
+    out = outs[2]
+    assert out["status"] == "execution-error" and "cannot find scratches" in out["error"], out
+    assert blind.address in out["error"] and np.array_equal(selection(2, (48, 64)), sel) and not out["dirty"]
+    out = outs[3]
+    assert out["status"] == "success", out
+    got = np.frombuffer((share / "new_3.raw").read_bytes(), np.uint8).reshape(img3.shape)
+    want = reference(det_server.weights, img3, detect(img3, det)[1])
+    assert np.array_equal(got, want), f"differs from the restore with the detected mask at {int((got != want).sum())}"
+    assert not np.array_equal(got, reference(det_server.weights, img3)), "the detected mask made no difference"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gimp_plugin import installer
-from gimp_plugin.testing.server_process import ServerProcess, make_weights
+from gimp_plugin.testing.server_process import ServerProcess, make_detector, make_weights
 
 STUB = Path(installer.HERE) / "testing" / "gimpfu_stub"
 _PLUGIN_MODULES = ("gimp", "gimpfu", "oldphoto_restore", "oldphoto_common", "oldphoto_client")
@@ -24,6 +24,28 @@ def weights(tmp_path_factory):
 def server(weights):
     pytest.importorskip("server.cli", reason="the server package is not importable")
     srv = ServerProcess(weights).start()   # a server that cannot start is a failure, not a skip
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def detector(tmp_path_factory):
+    """A random-weight scratch detector file whose masks are partial on the test photos."""
+    return make_detector(tmp_path_factory.mktemp("detector") / "det.pt")
+
+
+@pytest.fixture(scope="session")
+def det_server(weights, detector):
+    """A server with that detector (the session's ``server`` has the shipped one)."""
+    srv = ServerProcess(weights, detector=detector).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def blind_server(weights):
+    """A server without scratch detection (``--detector none``)."""
+    srv = ServerProcess(weights, detector="none").start()
     yield srv
     srv.stop()
 

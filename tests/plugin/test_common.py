@@ -82,10 +82,12 @@ def test_request_planning():
         common.request_for(_Host(w, h, 3, bytes(5), None), {}, crop_plan)
 
 
-def test_detection_option():
-    assert common.detection_option({"options": {"mask_threshold": {}, "restrict_to_mask": {}}}) is None
-    assert common.detection_option({"options": {"auto_mask": {}}}) == "auto_mask"
-    assert common.detection_option(None) is None
+def test_detection_offered():
+    assert common.detection_offered({"detection": {"available": True, "threshold": 0.99}})
+    assert not common.detection_offered({"detection": {"available": False, "reason": "no file"}})
+    assert not common.detection_offered({"options": {"detect_scratches": {}}})   # a protocol-1 server
+    assert not common.detection_offered({"detection": {"available": "yes"}})
+    assert not common.detection_offered(None)
 
 
 def test_missing_client_message(monkeypatch):
@@ -209,8 +211,9 @@ def test_option_texts_agree():
 def test_server_status_for_the_dialog(server, monkeypatch):
     from server import client
     monkeypatch.setitem(sys.modules, "oldphoto_client", client)   # as installed beside the plug-in
-    ok, detection, line = common.server_status(server.address)
-    assert ok and detection is None and line == f"Server: ready at {server.address} (cpu)."
+    ok, detection, line = common.server_status(server.address)       # it has the shipped detector
+    assert ok and detection is True and line == f"Server: ready at {server.address} (cpu)."
+    assert "detect_scratches" in common.dialog_options(server.address, status=(ok, detection, line))
     from gimp_plugin.testing.server_process import free_port
     dead = f"tcp://127.0.0.1:{free_port()}"
     ok, detection, line = common.server_status(dead, timeout=0.3)

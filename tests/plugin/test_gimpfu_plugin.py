@@ -87,7 +87,11 @@ def check_success(g, image, layer, before_layers, original, want):
 
 def test_registration(gimp2):
     procs = gimp2.gimpfu.procedures()
-    assert list(procs) == ["python-fu-oldphoto-restore"]
+    assert list(procs) == ["python-fu-oldphoto-restore", "python-fu-oldphoto-select-scratches"]
+    sel = procs["python-fu-oldphoto-select-scratches"]
+    assert sel["menu"] == "<Image>/Filters/Enhance" and sel["label"] == "Select Scratches..."
+    assert [x[1] for x in sel["params"]] == ["image", "drawable", "server_address", "server_key"]
+    assert [x[3] for x in sel["params"][2:]] == ["tcp://127.0.0.1:5587", ""]
     p = procs["python-fu-oldphoto-restore"]
     assert p["menu"] == "<Image>/Filters/Enhance" and p["label"].startswith("Restore Old Photo")
     assert [x[1] for x in p["params"]] == ["image", "drawable", "use_selection", "restrict_to_selection",
@@ -414,15 +418,111 @@ def test_gimp_killing_the_plugin_mid_restore(tmp_path, server):
     assert server.alive()
 
 
-def test_detect_scratches_only_when_server_offers(gimp2, server):
-    """This server has no scratch detection: the option is dropped, not sent (the server
-    would refuse an unknown option), and the dialog would not offer it."""
+def test_detect_scratches_only_when_server_offers(gimp2, blind_server):
+    """A server without scratch detection: the option is dropped (the whole layer is restored
+    without a mask, nothing unknown is sent) and the dialog would not offer it."""
     img, _ = photo(24, 32, 3, 11)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, server.address, "", *TUNING)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, blind_server.address, "", *TUNING)
     assert np.array_equal(np.frombuffer(image.layers[0].pixels(), np.uint8).reshape(img.shape),
-                          reference(server.weights, img))
-    assert "detect_scratches" not in gimp2.common.dialog_options(server.address)
+                          reference(blind_server.weights, img))
+    assert "detect_scratches" not in gimp2.common.dialog_options(blind_server.address)
+
+
+def _detected(detector, img):
+    from oldphoto_model.detect import detect, load_detector
+    mask = detect(img, load_detector(str(detector)))[1]
+    assert 0 < (mask > 0).mean() < 1, "the test needs a partial mask"
+    return mask
+
+
+def test_detect_scratches_when_nothing_is_selected(gimp2, det_server, detector):
+    """Ticked, nothing selected, a server that offers detection: the server restores with
+    the mask its detector finds (restore with detect), the result is one new layer."""
+    img, _ = photo(24, 32, 3, 12)
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    assert "detect_scratches" in gimp2.common.dialog_options(det_server.address)
+    original, before = layer.pixels(), list(image.layers)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, True, det_server.address, "", *TUNING)
+    want = reference(det_server.weights, img, _detected(detector, img))
+    assert not np.array_equal(want, reference(det_server.weights, img))
+    check_success(gimp2, image, layer, before, original, want)
+    # unticked: no detection, the plain restore
+    image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, det_server.address, "", *TUNING)
+    assert np.array_equal(np.frombuffer(image.layers[0].pixels(), np.uint8).reshape(img.shape),
+                          reference(det_server.weights, img))
+
+
+SELECT = "python_fu_oldphoto_select_scratches"
+
+
+def _selection(image):
+    return np.frombuffer(image.selection.pixels(), np.uint8).reshape(image.height, image.width)
+
+
+@pytest.mark.parametrize("offsets", [(0, 0), (-6, 5)], ids=["aligned", "offset"])
+def test_select_scratches_makes_the_selection(gimp2, det_server, detector, offsets):
+    """Select Scratches: the detected mask becomes the selection (at the layer's offsets,
+    clipped to the canvas), in one undo step that gives the old selection back; the
+    layer and the layer stack are unchanged and no channel is left behind."""
+    g = gimp2
+    assert g.gimpfu.procedures()["python-fu-oldphoto-select-scratches"]["menu"] == "<Image>/Filters/Enhance"
+    assert g.gimpfu.procedures()["python-fu-oldphoto-select-scratches"]["label"] == "Select Scratches..."
+    img, _ = photo(30, 40, 4, 13)
+    W, H = 44, 28
+    old_sel = np.zeros((H, W), np.uint8)
+    old_sel[2:6, 3:9] = 255
+    image, layer = make_image(g, (W, H), (40, 30), 4, offsets, img, selection=old_sel)
+    original, before = layer.pixels(), list(image.layers)
+    getattr(g.gimpfu.pdb, SELECT)(image, layer, det_server.address, "")
+    mask = _detected(detector, img)
+    want = np.zeros((H, W), np.uint8)
+    ox, oy = offsets
+    x0, y0, x1, y1 = max(0, ox), max(0, oy), min(W, ox + 40), min(H, oy + 30)
+    want[y0:y1, x0:x1] = mask[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+    assert np.array_equal(_selection(image), want)
+    assert layer.pixels() == original and image.layers == before and image.channels == []
+    assert len(image.undo_stack) == 1 and image.undo_stack[0].label == "group"
+    assert not g.gimp.log.warnings, g.gimp.log.warnings
+    updates = [v for k, v in g.gimp.log.progress if k == "update"]
+    assert updates and updates[-1] == 1.0 and updates == sorted(updates)
+    image.undo()
+    assert np.array_equal(_selection(image), old_sel) and image.channels == []
+
+
+def test_select_scratches_from_the_menu_says_what_it_found(gimp2, det_server, server):
+    g = gimp2
+    img, _ = photo(24, 32, 3, 15)
+    image, layer = make_image(g, (32, 24), (32, 24), 3, (0, 0), img)
+    g.gimpfu._shelf["python-fu-oldphoto-select-scratches"] = [det_server.address, ""]   # last values
+    status, err = g.gimpfu.run_procedure("python-fu-oldphoto-select-scratches", g.gimpfu.RUN_INTERACTIVE,
+                                         image, layer)
+    assert status == g.gimpfu.PDB_SUCCESS, err
+    assert "selected" in g.gimp.log.messages[-1] and "Restore Old Photo" in g.gimp.log.messages[-1]
+    # a flat layer: the shipped detector (the session server) finds nothing; the selection stays
+    flat = np.full((24, 32, 3), 128, np.uint8)
+    image, layer = make_image(g, (32, 24), (32, 24), 3, (0, 0), flat)
+    g.gimpfu._shelf["python-fu-oldphoto-select-scratches"] = [server.address, ""]
+    status, err = g.gimpfu.run_procedure("python-fu-oldphoto-select-scratches", g.gimpfu.RUN_INTERACTIVE,
+                                         image, layer)
+    assert status == g.gimpfu.PDB_SUCCESS, err
+    assert "found no scratches" in g.gimp.log.messages[-1]
+    assert not _selection(image).any() and image.undo_stack == []
+
+
+def test_select_scratches_failures_leave_the_image_alone(gimp2, blind_server):
+    g = gimp2
+    img, _ = photo(24, 32, 3, 16)
+    sel = np.zeros((24, 32), np.uint8)
+    sel[3:7, 4:20] = 200
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    for address, words in ((blind_server.address, "cannot find scratches"), (dead, "python -m server")):
+        image, layer = make_image(g, (32, 24), (32, 24), 3, (0, 0), img, selection=sel)
+        with pytest.raises(g.gimp.error) as e:       # a script's call: an error status with the message
+            getattr(g.gimpfu.pdb, SELECT)(image, layer, address, "")
+        assert words in str(e.value) and address in str(e.value)
+        assert np.array_equal(_selection(image), sel) and image.undo_stack == [] and image.channels == []
 
 
 def test_restoring_a_result_again_numbers_it(gimp2, server):

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from oldphoto_model import MappingConfig, ModelConfig, RestorationModel, Restorer, VAEConfig, load_model, save_model
+from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
+from oldphoto_model.detect import load_detector, save_detector
 from server.app import Server
 from server.config import ServerConfig
 
@@ -50,3 +52,29 @@ def server(weights_path):
 @pytest.fixture()
 def address(server) -> str:
     return server.endpoint
+
+
+@pytest.fixture(scope="session")
+def detector_path(tmp_path_factory):
+    """A small random-weight detector whose file names threshold 0.4 (it flags a fair
+    share of a random photo there, so masks are neither empty nor full)."""
+    torch.manual_seed(7)
+    m = ScratchDetector(DetectorConfig(width=4, levels=2))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1.5)
+    return save_detector(m, tmp_path_factory.mktemp("det") / "det.pt", {"threshold": 0.4, "purpose": "test"})
+
+
+@pytest.fixture(scope="session")
+def local_detector(detector_path):
+    return load_detector(detector_path)
+
+
+@pytest.fixture(scope="session")
+def det_server(weights_path, detector_path):
+    srv = Server(ServerConfig(bind="tcp://127.0.0.1:*", **TEST_LIMITS), make_restorer(weights_path),
+                 load_detector(detector_path))
+    srv.start()
+    yield srv
+    srv.stop()

@@ -25,6 +25,8 @@ from .conftest import make_restorer
 from .helpers import TEST_LIMITS, free_port, random_image
 from .test_jobs import BIG, _final, _send_restore, _wait_for
 
+V = proto.PROTOCOL_VERSION
+
 
 def pack(h):
     return msgpack.packb(h, use_bin_type=True)
@@ -75,7 +77,7 @@ def test_claimed_routing_ids_cannot_abort_the_server(weights_path):
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.ROUTING_ID, b"\x00" + (0x6b8b4567 + k).to_bytes(4, "big"))
             s.connect(srv.address)
-            s.send(pack({"v": 1, "op": "ping", "id": k}))
+            s.send(pack({"v": V, "op": "ping", "id": k}))
             held.append(s)
         for s in held:
             s.poll(2000)
@@ -95,10 +97,10 @@ def test_claimed_routing_ids_cannot_abort_the_server(weights_path):
 def test_message_over_the_total_cap_is_refused(own_server):
     srv = own_server(max_pixels=10_000, max_side=1000)
     frame = bytes(srv.config.max_frame_bytes)             # each frame alone is allowed
-    header = pack({"v": 1, "op": "echo", "pad": "x" * 60_000})
+    header = pack({"v": V, "op": "echo", "pad": "x" * 60_000})
     reply = _ask(srv.endpoint, [header, frame, frame])
     assert reply["code"] == proto.E_TOO_LARGE and str(srv.config.max_message_bytes) in reply["message"]
-    reply = _ask(srv.endpoint, [pack({"v": 1, "op": "ping"})] + [b"x"] * 40)
+    reply = _ask(srv.endpoint, [pack({"v": V, "op": "ping"})] + [b"x"] * 40)
     assert reply["code"] == proto.E_FRAME_COUNT
     with Client(srv.endpoint) as cl:
         assert cl.ping()["type"] == "ok"
@@ -130,7 +132,7 @@ def test_unread_replies_are_bounded_in_bytes(own_server):
         time.sleep(0.2)
         before, seen = _rss_mb(), srv.stats["requests"]
         for i in range(n):
-            s.send_multipart([pack({"v": 1, "op": "echo", "id": i, "width": 1000, "height": 1000,
+            s.send_multipart([pack({"v": V, "op": "echo", "id": i, "width": 1000, "height": 1000,
                                     "channels": 4}), payload], copy=False)
         deadline = time.time() + 30
         while srv.stats["requests"] - seen < n and time.time() < deadline:
@@ -178,9 +180,9 @@ def test_a_jobs_result_counts_as_unread_from_its_acceptance(own_server):
     s = _silent_dealer(ctx, srv.endpoint)
     try:
         img = random_image(13, 100, 100, 3)
-        s.send_multipart([pack({"v": 1, "op": "restore", "id": "r", "width": 100, "height": 100,
+        s.send_multipart([pack({"v": V, "op": "restore", "id": "r", "width": 100, "height": 100,
                                 "channels": 3}), img.tobytes()])
-        s.send_multipart([pack({"v": 1, "op": "echo", "id": "e", "width": 100, "height": 40,
+        s.send_multipart([pack({"v": V, "op": "echo", "id": "e", "width": 100, "height": 40,
                                 "channels": 3}), bytes(12_000)])                     # 30 + 12 KB > 40 KB
         replies = {h["id"]: h for h in _replies(s, 4) if h["type"] in ("ok", "error")}
         while "r" not in replies:
@@ -198,7 +200,7 @@ def test_unread_replies_of_all_connections_are_bounded_together(own_server):
     ctx = zmq.Context()
     a, b = _silent_dealer(ctx, srv.endpoint), _silent_dealer(ctx, srv.endpoint)
     payload = os.urandom(4_000_000)
-    header = pack({"v": 1, "op": "echo", "width": 1000, "height": 1000, "channels": 4})
+    header = pack({"v": V, "op": "echo", "width": 1000, "height": 1000, "channels": 4})
     try:
         # a never reads: its replies pile up once the kernel's socket buffers (whose size
         # varies from machine to machine) are full, so send until they do
@@ -395,13 +397,13 @@ def test_one_client_cannot_fill_the_queue(own_server):
 
 # -- 8: smaller items ------------------------------------------------------------------------------
 def test_a_req_socket_gets_an_error_instead_of_hanging(address):
-    reply = _ask(address, [pack({"v": 1, "op": "ping"})], socket_type=zmq.REQ)
+    reply = _ask(address, [pack({"v": V, "op": "ping"})], socket_type=zmq.REQ)
     assert reply["code"] == proto.E_SOCKET_TYPE and "DEALER" in reply["message"]
 
 
 def test_header_values_are_clipped_in_error_messages(address):
-    for header in ({"v": "9" * 60_000, "op": "ping"}, {"v": 1, "op": "x" * 60_000},
-                   {"v": 1, "op": "restore", "width": 2, "height": 2, "channels": 1, "mask": True,
+    for header in ({"v": "9" * 60_000, "op": "ping"}, {"v": V, "op": "x" * 60_000},
+                   {"v": V, "op": "restore", "width": 2, "height": 2, "channels": 1, "mask": True,
                     "mask_width": "w" * 30_000, "mask_height": "h" * 30_000}):
         frames = [pack(header)] + ([bytes(4), bytes(3)] if header["op"] == "restore" else [])
         reply = _ask(address, frames)

@@ -13,6 +13,8 @@ from server.client import Client
 
 from .helpers import random_image
 
+V = proto.PROTOCOL_VERSION
+
 
 class Raw:
     """A bare DEALER socket: sends any frames, reads one reply header."""
@@ -47,7 +49,7 @@ def pack(h):
 
 
 def restore_header(**over):
-    h = {"v": 1, "id": "r1", "op": "restore", "width": 8, "height": 6, "channels": 3, "dtype": "u8",
+    h = {"v": V, "id": "r1", "op": "restore", "width": 8, "height": 6, "channels": 3, "dtype": "u8",
          "mask": False, "options": {}}
     h.update(over)
     return {k: v for k, v in h.items() if v is not _DROP}
@@ -62,26 +64,26 @@ CASES = [
     ("empty header", [b""], proto.E_MALFORMED),
     ("not msgpack", [b"\xc1\xc1\xc1"], proto.E_MALFORMED),
     ("truncated msgpack", [pack(restore_header())[:-3], PIX], proto.E_MALFORMED),
-    ("trailing bytes", [pack({"v": 1, "op": "ping"}) + b"\x00"], proto.E_MALFORMED),
+    ("trailing bytes", [pack({"v": V, "op": "ping"}) + b"\x00"], proto.E_MALFORMED),
     ("header is a list", [pack([1, "ping"])], proto.E_MALFORMED),
     ("header is an int", [pack(5)], proto.E_MALFORMED),
     ("non-string map key", [b"\x81\x01\x02"], proto.E_MALFORMED),
-    ("header too big", [pack({"v": 1, "op": "ping", "pad": "x" * 70000})], proto.E_MALFORMED),
+    ("header too big", [pack({"v": V, "op": "ping", "pad": "x" * 70000})], proto.E_MALFORMED),
     ("array bomb", [b"\xdd\xff\xff\xff\xff"], proto.E_MALFORMED),
     ("no version", [pack({"op": "ping"})], proto.E_MALFORMED),
-    ("old version", [pack({"v": 0, "op": "ping"})], proto.E_VERSION),
-    ("version as float", [pack({"v": 1.0, "op": "ping"})], proto.E_VERSION),
+    ("old version", [pack({"v": V - 1, "op": "ping"})], proto.E_VERSION),
+    ("version as float", [pack({"v": float(V), "op": "ping"})], proto.E_VERSION),
     ("version as bool", [pack({"v": True, "op": "ping"})], proto.E_VERSION),
-    ("too many frames", [pack({"v": 1, "op": "ping"})] + [b"x"] * 40, proto.E_FRAME_COUNT),
-    ("REQ envelope", [b"", pack({"v": 1, "op": "ping"})], proto.E_SOCKET_TYPE),
-    ("future version", [pack({"v": 2, "op": "ping"})], proto.E_VERSION),
-    ("version as string", [pack({"v": "1", "op": "ping"})], proto.E_VERSION),
-    ("no op", [pack({"v": 1})], proto.E_MALFORMED),
-    ("op not a string", [pack({"v": 1, "op": 3})], proto.E_MALFORMED),
-    ("unknown op", [pack({"v": 1, "op": "format_disk"})], proto.E_UNKNOWN_OP),
-    ("ping with frames", [pack({"v": 1, "op": "ping"}), b"x"], proto.E_FRAME_COUNT),
-    ("cancel without job", [pack({"v": 1, "op": "cancel"})], proto.E_MALFORMED),
-    ("cancel unknown job", [pack({"v": 1, "op": "cancel", "job": "nope"})], proto.E_UNKNOWN_JOB),
+    ("too many frames", [pack({"v": V, "op": "ping"})] + [b"x"] * 40, proto.E_FRAME_COUNT),
+    ("REQ envelope", [b"", pack({"v": V, "op": "ping"})], proto.E_SOCKET_TYPE),
+    ("future version", [pack({"v": V + 1, "op": "ping"})], proto.E_VERSION),
+    ("version as string", [pack({"v": str(V), "op": "ping"})], proto.E_VERSION),
+    ("no op", [pack({"v": V})], proto.E_MALFORMED),
+    ("op not a string", [pack({"v": V, "op": 3})], proto.E_MALFORMED),
+    ("unknown op", [pack({"v": V, "op": "format_disk"})], proto.E_UNKNOWN_OP),
+    ("ping with frames", [pack({"v": V, "op": "ping"}), b"x"], proto.E_FRAME_COUNT),
+    ("cancel without job", [pack({"v": V, "op": "cancel"})], proto.E_MALFORMED),
+    ("cancel unknown job", [pack({"v": V, "op": "cancel", "job": "nope"})], proto.E_UNKNOWN_JOB),
     ("no pixel frame", [pack(restore_header())], proto.E_FRAME_COUNT),
     ("extra frame", [pack(restore_header()), PIX, MASK], proto.E_FRAME_COUNT),
     ("mask declared, missing", [pack(restore_header(mask=True)), PIX], proto.E_FRAME_COUNT),

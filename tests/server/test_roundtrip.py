@@ -105,7 +105,7 @@ def test_progress_events_arrive_in_order(address):
 def test_info_describes_the_server(address, weights_path):
     with Client(address) as cl:
         info = cl.info()
-    assert info["protocol"] == 1 and info["device"] == "cpu" and info["precision"] == "fp32"
+    assert info["protocol"] == 2 and info["device"] == "cpu" and info["precision"] == "fp32"
     assert info["weights"]["name"] == weights_path.name and len(info["weights"]["sha256"]) == 64
     assert "path" not in info["weights"] and "pid" not in info     # nothing private to a client
     assert info["weights"]["metadata"]["purpose"].startswith("test")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # -*- coding: utf-8 -*-
-"""GIMP 3 plug-in: Filters > Enhance > Restore Old Photo... (host glue only;
-the logic is in oldphoto_common, the protocol in oldphoto_client)."""
+"""GIMP 3 plug-in: Filters > Enhance > Restore Old Photo... and Select Scratches...
+(host glue only; the logic is in oldphoto_common, the protocol in oldphoto_client)."""
 import os
 import sys
 
@@ -71,6 +71,34 @@ class _Host(common.Host):
             image.undo_group_end()
         Gimp.displays_flush()
 
+    def set_selection(self, mask):
+        """The mask goes into a temporary channel of the canvas's size (at the layer's
+        offsets, clipped to the canvas), which replaces the selection; one undo group."""
+        image = self.image
+        cw, ch = image.get_width(), image.get_height()
+        ox, oy = self.offsets
+        x0, y0 = max(0, ox), max(0, oy)
+        x1, y1 = min(cw, ox + self.width), min(ch, oy + self.height)
+        channel = Gimp.Channel.new(image, "scratches", cw, ch, 100.0, Gegl.Color.new("black"))
+        image.undo_group_start()
+        inserted = False
+        try:
+            image.insert_channel(channel, None, 0)
+            inserted = True
+            if x1 > x0 and y1 > y0:
+                block = common.crop(mask, self.width, 1, x0 - ox, y0 - oy, x1 - x0, y1 - y0)
+                buf = channel.get_buffer()
+                buf.set(Gegl.Rectangle.new(x0, y0, x1 - x0, y1 - y0), "Y' u8", block)
+                buf.flush()
+            image.select_item(Gimp.ChannelOps.REPLACE, channel)
+        finally:
+            if inserted:
+                image.remove_channel(channel)
+            else:
+                channel.delete()
+            image.undo_group_end()
+        Gimp.displays_flush()
+
 
 def _wrapping(label):
     """Long status lines wrap instead of widening the dialog."""
@@ -82,12 +110,14 @@ def _wrapping(label):
 
 class OldPhotoRestore(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [common.PROCEDURE]
+        return [common.PROCEDURE, common.SELECT_PROCEDURE]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == common.SELECT_PROCEDURE:
+            return self._select_procedure(name)
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types(common.IMAGE_TYPES)
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
@@ -110,16 +140,65 @@ class OldPhotoRestore(Gimp.PlugIn):
                 proc.add_string_argument(arg, label, desc, default, flags)
         return proc
 
+    def _select_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run_select, None)
+        proc.set_image_types(common.IMAGE_TYPES)
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label(common.SELECT_MENU_LABEL.replace("...", "\u2026"))
+        proc.add_menu_path(common.MENU_PATH)
+        proc.set_documentation(common.SELECT_BLURB, common.SELECT_HELP, name)
+        proc.set_attribution(common.AUTHOR, common.COPYRIGHT, common.DATE)
+        flags = GObject.ParamFlags.READWRITE
+        for opt, _typ, default, label, desc in common.OPTIONS:
+            if opt in common.SELECT_OPTIONS:
+                proc.add_string_argument(opt.replace("_", "-"), label, desc, default, flags)
+        return proc
+
+    def _layer(self, drawables, what):
+        """The one pixel layer a procedure works on, or a PluginError saying what to pick."""
+        if len(drawables) != 1 or not drawables[0].is_layer():
+            raise common.PluginError("Pick exactly one layer to %s." % what, "input")
+        layer = drawables[0]
+        if layer.is_indexed():
+            raise common.PluginError(common.INDEXED_REASON, "input")
+        if layer.is_group():
+            raise common.PluginError("Pick a pixel layer, not a layer group.", "input")
+        return layer
+
+    def run_select(self, procedure, run_mode, image, drawables, config, run_data):
+        try:
+            layer = self._layer(drawables, "find scratches on")
+            if run_mode == Gimp.RunMode.INTERACTIVE and not self._select_dialog(procedure, config):
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            options = dict((o, config.get_property(o.replace("_", "-"))) for o in common.SELECT_OPTIONS)
+            Gimp.progress_init(common.SELECT_TITLE)
+            flagged = common.select_scratches(_Host(image, layer), options)
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                Gimp.message(common.selection_summary(flagged))
+        except common.PluginError as e:
+            return self._fail(procedure, e.message, e.kind)
+        except Exception as e:   # a bug: still a message, never a silent crash
+            return self._fail(procedure, "Select Scratches failed: %s: %s" % (type(e).__name__, e), "error")
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+    def _select_dialog(self, procedure, config):
+        """The server settings and whether that server can find scratches."""
+        gi.require_version("GimpUi", "3.0")
+        from gi.repository import GimpUi
+        GimpUi.init(common.SELECT_PROCEDURE)
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, common.SELECT_TITLE)
+        address = config.get_property("server-address") or common.DEFAULT_ADDRESS
+        status = common.server_status(address, server_key=config.get_property("server-key"))
+        _wrapping(dialog.get_label("oldphoto-server", status[2], False, False))
+        dialog.fill([o.replace("_", "-") for o in common.SELECT_OPTIONS] + ["oldphoto-server"])
+        ok = dialog.run()
+        dialog.destroy()
+        return ok
+
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         interactive = run_mode == Gimp.RunMode.INTERACTIVE
         try:
-            if len(drawables) != 1 or not drawables[0].is_layer():
-                raise common.PluginError("Pick exactly one layer to restore.", "input")
-            layer = drawables[0]
-            if layer.is_indexed():
-                raise common.PluginError(common.INDEXED_REASON, "input")
-            if layer.is_group():
-                raise common.PluginError("Pick a pixel layer, not a layer group.", "input")
+            layer = self._layer(drawables, "restore")
             if interactive and not self._dialog(procedure, config, image):
                 return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             options = dict((o[0], config.get_property(o[0].replace("_", "-")))
@@ -143,7 +222,7 @@ class OldPhotoRestore(Gimp.PlugIn):
         dialog = GimpUi.ProcedureDialog.new(procedure, config, common.TITLE)
         address = config.get_property("server-address") or common.DEFAULT_ADDRESS
         status = common.server_status(address, server_key=config.get_property("server-key"))
-        detection = status[1] is not None
+        detection = bool(status[1])
         has_selection = not Gimp.Selection.is_empty(image)
 
         def mode():

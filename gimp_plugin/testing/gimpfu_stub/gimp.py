@@ -5,6 +5,7 @@ from __future__ import absolute_import, division, print_function
 # image types (gimpenums)
 RGB_IMAGE, RGBA_IMAGE, GRAY_IMAGE, GRAYA_IMAGE, INDEXED_IMAGE, INDEXEDA_IMAGE = range(6)
 RGB, GRAY, INDEXED = range(3)
+CHANNEL_OP_ADD, CHANNEL_OP_SUBTRACT, CHANNEL_OP_REPLACE, CHANNEL_OP_INTERSECT = range(4)
 BPP = {RGB_IMAGE: 3, RGBA_IMAGE: 4, GRAY_IMAGE: 1, GRAYA_IMAGE: 2, INDEXED_IMAGE: 1, INDEXEDA_IMAGE: 2}
 BASE_OF = {RGB_IMAGE: RGB, RGBA_IMAGE: RGB, GRAY_IMAGE: GRAY, GRAYA_IMAGE: GRAY,
            INDEXED_IMAGE: INDEXED, INDEXEDA_IMAGE: INDEXED}
@@ -63,6 +64,7 @@ class Image(object):
     def __init__(self, width, height, base_type=RGB):
         self.width, self.height, self.base_type = int(width), int(height), base_type
         self.layers = []        # top first, as in GIMP
+        self.channels = []      # the image's channels (not the selection), top first
         self.selection = Channel(self, "Selection", self.width, self.height, 100.0)
         self.selection._attached = True
         self.active_layer = None
@@ -134,6 +136,42 @@ class Image(object):
             self.layers.insert(i, layer)
             layer._attached = True
         self._push("remove layer", revert)
+
+    # -- channels -------------------------------------------------------------------
+    def add_channel(self, channel, position=0):
+        if channel.image is not self or channel._attached or not isinstance(channel, Channel):
+            raise error("not a free channel of this image")
+        if (channel.width, channel.height) != (self.width, self.height):
+            raise error("a channel must be the image's size")
+        self.channels.insert(max(0, min(int(position), len(self.channels))), channel)
+        channel._attached = True
+
+        def revert():
+            self.channels.remove(channel)
+            channel._attached = False
+        self._push("add channel", revert)
+
+    def remove_channel(self, channel):
+        if channel not in self.channels:
+            raise error("channel is not in this image")
+        i = self.channels.index(channel)
+        self.channels.remove(channel)
+        channel._attached = False
+
+        def revert():
+            self.channels.insert(i, channel)
+            channel._attached = True
+        self._push("remove channel", revert)
+
+    def select_item(self, operation, item):
+        """gimp-image-select-item with CHANNEL_OP_REPLACE (the only operation modelled)."""
+        if operation != CHANNEL_OP_REPLACE:
+            raise error("the stub models CHANNEL_OP_REPLACE only")
+        if not isinstance(item, Channel) or not item._attached or item.image is not self:
+            raise error("gimp-image-select-item: the item is not attached to this image")
+        if item._shadow is not None:
+            log.warnings.append("selected a channel whose shadow was never merged")
+        self.selection._write(0, 0, self.width, self.height, bytes(item._data))
 
     def clean_all(self):
         self.dirty = 0

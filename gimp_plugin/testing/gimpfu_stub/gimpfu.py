@@ -5,7 +5,21 @@ from __future__ import absolute_import, division, print_function
 import re
 
 import gimp
-from gimp import GRAY, GRAY_IMAGE, GRAYA_IMAGE, INDEXED, INDEXED_IMAGE, INDEXEDA_IMAGE, RGB, RGB_IMAGE, RGBA_IMAGE
+from gimp import (
+    CHANNEL_OP_ADD,
+    CHANNEL_OP_INTERSECT,
+    CHANNEL_OP_REPLACE,
+    CHANNEL_OP_SUBTRACT,
+    GRAY,
+    GRAY_IMAGE,
+    GRAYA_IMAGE,
+    INDEXED,
+    INDEXED_IMAGE,
+    INDEXEDA_IMAGE,
+    RGB,
+    RGB_IMAGE,
+    RGBA_IMAGE,
+)
 
 RUN_INTERACTIVE, RUN_NONINTERACTIVE, RUN_WITH_LAST_VALS = 0, 1, 2
 NORMAL_MODE = 0
@@ -149,6 +163,9 @@ class _PDB(object):
     def gimp_image_insert_layer(self, image, layer, parent, position):
         image.insert_layer(layer, parent, position)
 
+    def gimp_image_select_item(self, image, operation, item):
+        image.select_item(operation, item)
+
     def gimp_progress_set_text(self, text):
         gimp.log.progress.append(("text", text))
 
@@ -187,5 +204,6 @@ gimp.pdb = pdb
 __all__ = ["gimp", "pdb", "register", "main", "CallingError", "RUN_INTERACTIVE", "RUN_NONINTERACTIVE",
            "RUN_WITH_LAST_VALS", "NORMAL_MODE", "PF_INT32", "PF_FLOAT", "PF_STRING", "PF_IMAGE",
            "PF_LAYER", "PF_CHANNEL", "PF_DRAWABLE", "PF_TOGGLE", "PF_BOOL", "PF_SLIDER", "PF_SPINNER",
-           "RGB", "GRAY", "INDEXED",
+           "RGB", "GRAY", "INDEXED", "CHANNEL_OP_ADD", "CHANNEL_OP_SUBTRACT", "CHANNEL_OP_REPLACE",
+           "CHANNEL_OP_INTERSECT",
            "RGB_IMAGE", "RGBA_IMAGE", "GRAY_IMAGE", "GRAYA_IMAGE", "INDEXED_IMAGE", "INDEXEDA_IMAGE"]
