@@ -451,7 +451,7 @@ def cmd_detect(argv: Sequence[str]) -> int:
             from .worker import detect_image
             threshold = model_threshold(detector) if ns.threshold is None else ns.threshold
             prob, mask, _ = detect_image(detector, image, threshold)
-            prob_u8 = np.rint(prob * 255.0).astype(np.uint8)
+            prob_u8: Optional[np.ndarray] = np.rint(prob * 255.0).astype(np.uint8)
             where = f"in-process, threshold {threshold:g}"
         else:
             with Client(ns.address, timeout=ns.timeout, server_key=ns.server_key) as client:
@@ -463,7 +463,7 @@ def cmd_detect(argv: Sequence[str]) -> int:
             prob_u8 = None if p is None else np.frombuffer(p, np.uint8).reshape(h, w)
             where = f"via {ns.address} on {meta.get('device')}, threshold {meta.get('threshold')}"
         write_image(str(outs[0]), mask[:, :, None], "L", {}, overwrite=ns.overwrite)
-        if ns.probability:
+        if ns.probability and prob_u8 is not None:
             write_image(str(outs[1]), prob_u8[:, :, None], "L", {}, overwrite=ns.overwrite)
     except ServerUnavailable as e:
         _err(e.message)
