@@ -239,8 +239,9 @@ class Worker(threading.Thread):
             self._count("failed")
             log.exception("job %s failed", job.id)
             if is_oom(e):
-                code, msg = E_OOM, ("out of memory even on the low-memory path: restore a smaller "
-                                    f"region or use a smaller selection ({str(e)[:200]})")
+                advice = ("scan a smaller region for scratches" if job.kind == "detect"
+                          else "restore a smaller region or use a smaller selection")
+                code, msg = E_OOM, f"out of memory even on the low-memory path: {advice} ({str(e)[:200]})"
             else:
                 code, msg = E_INTERNAL, f"{type(e).__name__}: {str(e)[:500]}"
             self._emit(out, job, protocol.error_reply(job.request_id, code, msg, job=job.id))

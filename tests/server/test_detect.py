@@ -186,3 +186,30 @@ def test_protocol_doc_names_every_op_and_error_code():
         assert f"### `{op}`" in doc, f"docs/protocol.md has no section for {op}"
     for code in proto.ERROR_CODES:
         assert f"| `{code}` |" in doc, f"docs/protocol.md has no row for error {code}"
+
+
+def test_detect_out_of_memory_retries_in_small_tiles(det_server, local_detector, monkeypatch):
+    """An out-of-memory error in the detector is retried once in small tiles (the same
+    result, low_memory true); a second one ends the job with out_of_memory and the server
+    goes on."""
+    from oldphoto_model.detect import DEFAULT_TILE
+    from server import worker
+    real, tiles = worker.detect, []
+
+    def flaky(image, model, threshold=None, tile=DEFAULT_TILE, progress=None):
+        tiles.append(tile)
+        if tile == DEFAULT_TILE or fail_always:
+            raise RuntimeError("CPU: out of memory (simulated)")
+        return real(image, model, threshold, tile, progress)
+    monkeypatch.setattr(worker, "detect", flaky)
+    fail_always = False
+    img = random_image(36, 40, 40, 3)
+    mask, _, meta = _detect(det_server.endpoint, img)
+    assert tiles == [DEFAULT_TILE, worker.LOW_MEMORY_TILE] and meta["low_memory"] is True
+    np.testing.assert_array_equal(mask, detect(img, local_detector)[1])
+    fail_always = True
+    with pytest.raises(ServerError) as e:
+        _detect(det_server.endpoint, img)
+    assert e.value.code == proto.E_OOM
+    monkeypatch.setattr(worker, "detect", real)
+    assert _detect(det_server.endpoint, img)[2]["low_memory"] is False
