@@ -1,22 +1,26 @@
 """What the restored photo keeps of the scan: a two-band merge of the network's result
 and the (pre-filled) photo.
 
-The network is trusted with what it does well here: the texture of the fills and,
-to a chosen degree, the photo's tone and colour. Its
-latent is a quarter of the photo's resolution, so its fine structure is softer than
-the scan's; the merge therefore splits both images at ``radius`` into a low band
-(tone, colour, shading) and a high band (edges, texture, grain):
+The network is trusted with what it does well here: to a chosen degree, the photo's
+tone and colour. Its latent is a quarter of the photo's resolution, so its fine
+structure is softer than the scan's; the merge therefore splits both images at
+``radius`` into a low band (tone, colour, shading) and a high band (edges, texture,
+grain):
 
     out = low(y) * tone + low(x) * (1 - tone)
-        + high(x) * wiener_gain * detail + high(y) * (1 - detail)    (outside the defects)
+        + high(x) * g * (1 + sharpen * g) * detail + high(y) * (1 - detail)   (outside the defects)
 
-and on the defects the network's fill, shifted by the smooth change this made around
-them (``fill.smooth_offset``), so a fill continues the tone it is set in.
+with ``g`` = max(0, 1 - (k sigma)^2 / local energy of high(x)), a Wiener gain: sigma
+is the scan's noise level (robust, from its finest band); edges and texture, which
+stand well above the noise, pass (and are steepened by ``sharpen``: the scan came
+in blurred); flat areas' grain and noise are attenuated. ``tone = 1``, ``detail = 0``
+give the network's result unchanged.
 
-``wiener_gain`` = max(0, 1 - (k sigma)^2 / local energy of high(x)), with sigma the
-scan's noise level (robust, from its finest band): edges and texture, which stand
-well above the noise, pass; flat areas' grain and noise are attenuated. ``tone = 1``
-and ``detail = 0`` give the network's result unchanged.
+On the defects the pre-filled scan (its harmonic fill, ``fill.harmonic_fill``)
+stands, shifted by the smooth change the merge made around them
+(``fill.smooth_offset``), so a fill continues the tone it is set in. Measured on the
+evaluation set it is closer to the lost pixels than the network's own fill
+(docs/MODEL.md): whatever texture a fill invents is, pixel for pixel, a guess.
 
 Plain tensor maths, O(pixels).
 """
@@ -35,6 +39,10 @@ BAND_RADIUS = 3
 #: Noise multiple below which the scan's high band counts as noise (measured on the
 #: evaluation set, docs/MODEL.md).
 NOISE_MULTIPLE = 1.5
+#: Default steepening of the scan's strong edges (the ``sharpen`` of ``merge``): the
+#: smallest that makes the result as sharp as the scan it came from on the evaluation
+#: set (docs/MODEL.md).
+SHARPEN = 0.4
 #: Width of the soft edge between "defect" (the network's own result) and "photo".
 EDGE_RADIUS = 2
 
@@ -68,13 +76,13 @@ def photo_weight(defect: Optional[torch.Tensor], shape: tuple[int, ...]) -> torc
     return 1 - box_blur(near, EDGE_RADIUS).clamp(0, 1)
 
 
-def merge(x: torch.Tensor, y: torch.Tensor, photo: torch.Tensor, tone: float, detail: float,
-          radius: int = BAND_RADIUS, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
+def merge(x: torch.Tensor, y: torch.Tensor, defect: Optional[torch.Tensor], tone: float, detail: float,
+          sharpen: float = SHARPEN, radius: int = BAND_RADIUS, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
     """The two-band merge (module docstring).
 
-    x: the scan with its defects pre-filled; y: the network's result; photo: (N, 1, H, W)
-    in [0, 1], 1 where the scan is intact (0 on defects, soft in between); tone and
-    detail in [0, 1]. All (N, C, H, W) float in the same range.
+    x: the scan with its defects pre-filled; y: the network's result; defect:
+    (N, 1, H, W), 1 on defects, or None; tone and detail in [0, 1]; sharpen >= 0.
+    x and y (N, C, H, W) float in the same range.
     """
     if tone >= 1 and detail <= 0:
         return y
@@ -83,12 +91,14 @@ def merge(x: torch.Tensor, y: torch.Tensor, photo: torch.Tensor, tone: float, de
     toned = y + (1 - tone) * (low_x - low_y)
     out = toned
     if detail > 0:
-        kept = high_x * wiener_gain(high_x, noise_sigma(x), multiple)
-        out = out + detail * (kept - (y - low_y))
-    if bool((photo >= 1).all()):
+        g = wiener_gain(high_x, noise_sigma(x), multiple)
+        out = out + detail * (high_x * g * (1 + sharpen * g) - (y - low_y))
+    photo = photo_weight(defect, x.shape)
+    if bool((photo >= 1).all()) or defect is None:
         return out
-    # on the defects the network's texture stands. Its tone: low(x) there is the pre-fill's
-    # smooth interpolation of the surroundings; what still differs from the merged
-    # surroundings is evened out by a smooth offset measured around the defect
-    fill = toned + smooth_offset(out, toned, (photo >= 1).to(y.dtype))
+    # next to a defect (a scratch's soft edge is no detail) the network's result
+    # stands, on it the pre-filled scan; each shifted by a smooth offset measured around
+    # them, so both continue the merged surroundings' tone
+    intact = (photo >= 1).to(y.dtype)
+    fill = torch.where(defect > 0.5, x + smooth_offset(out, x, intact), toned + smooth_offset(out, toned, intact))
     return fill + (out - fill) * photo

@@ -7,16 +7,16 @@ from torch import nn
 
 from .archs import MappingNetwork, VAEDecoder, VAEEncoder
 from .config import AttentionOptions, ModelConfig
-from .fill import fill_holes
+from .fill import harmonic_fill
 
 
 def prefill(x: torch.Tensor, defect: torch.Tensor | None) -> torch.Tensor:
-    """The encoder's input: x with its defect pixels replaced by a smooth fill from the
-    intact pixels around them (``fill.fill_holes``), so the scratch's own colour never
-    reaches the network. defect: (N, 1, H, W), 1 = defect, or None."""
-    if defect is None:
+    """The encoder's input: x with its defect pixels replaced by the smoothest fill
+    from the intact pixels around them (``fill.harmonic_fill``), so the scratch's own
+    colour never reaches the network. defect: (N, 1, H, W), 1 = defect, or None."""
+    if defect is None or not bool((defect > 0.5).any()):
         return x
-    return fill_holes(x, 1.0 - (defect > 0.5).to(x.dtype))
+    return harmonic_fill(x, 1.0 - (defect > 0.5).to(x.dtype))
 
 
 def mask_to_latent(mask: torch.Tensor, scale: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .archs.nonlocal_block import dilate
-from .bands import merge, photo_weight
+from .bands import SHARPEN, merge
 from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
@@ -73,6 +73,9 @@ class RestoreOptions:
     that stand above its noise) replaces the network's softer one outside the mask.
     ``tone``: 0..1, how much of the network's tone and colour correction is applied
     outside the mask (0 keeps the photo's own tone; the fills are restored either way).
+    ``sharpen``: 0..2, how much the photo's strong edges are steepened on top of
+    ``detail`` (0: as sharp as the scan's fine band after denoising; the default
+    gives back the sharpness the denoising takes).
     ``oldphoto_model.bands`` has the two-band merge behind both.
     """
 
@@ -82,6 +85,7 @@ class RestoreOptions:
     match_tone: bool = True
     detail: float = 1.0
     tone: float = 0.25
+    sharpen: float = SHARPEN
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
@@ -92,6 +96,8 @@ class RestoreOptions:
             raise InputError(f"detail must be in 0..1, got {self.detail}")
         if not 0.0 <= float(self.tone) <= 1.0:
             raise InputError(f"tone must be in 0..1, got {self.tone}")
+        if not 0.0 <= float(self.sharpen) <= 2.0:
+            raise InputError(f"sharpen must be in 0..2, got {self.sharpen}")
 
 
 def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -155,9 +161,10 @@ class Restorer:
 
     @torch.inference_mode()
     def restore_tensor(self, x: torch.Tensor, defect: Optional[torch.Tensor],
-                       progress: Optional[Progress] = None) -> torch.Tensor:
+                       progress: Optional[Progress] = None, prefilled: bool = False) -> torch.Tensor:
         """x: (1, 3, H, W) in [-1, 1] with H, W multiples of the model's multiple;
-        defect: (1, 1, H, W) in {0, 1} or None. Returns float32 (1, 3, H, W)."""
+        defect: (1, 1, H, W) in {0, 1} or None; ``prefilled``: x went through
+        ``prefill`` already. Returns float32 (1, 3, H, W)."""
         report = progress or (lambda f, s: None)
         m = self.model
 
@@ -172,7 +179,7 @@ class Restorer:
             return lean_forward(module, t, self.band_elements, tick)
 
         x = x.to(self.device)
-        if defect is not None:
+        if defect is not None and not prefilled:
             x = prefill(x, defect.to(self.device))
         x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
@@ -197,10 +204,10 @@ class Restorer:
 
     def _network(self, x: torch.Tensor, defect: Optional[torch.Tensor],
                  progress: Optional[Progress]) -> tuple[torch.Tensor, bool]:
-        """``restore_tensor`` with one low-memory retry after an out-of-memory error.
-        Returns (result, whether the low-memory path ran)."""
+        """``restore_tensor`` of a pre-filled x, with one low-memory retry after an
+        out-of-memory error. Returns (result, whether the low-memory path ran)."""
         try:
-            return self.restore_tensor(x, defect, progress), False
+            return self.restore_tensor(x, defect, progress, prefilled=True), False
         except Exception as e:
             if not is_oom(e):
                 raise
@@ -212,7 +219,7 @@ class Restorer:
             progress(0.0, "low-memory retry")
         saved, self.attention = self.attention, LOW_MEMORY_ATTENTION
         try:
-            return self.restore_tensor(x, defect, progress), True
+            return self.restore_tensor(x, defect, progress, prefilled=True), True
         finally:
             self.attention = saved
 
@@ -244,14 +251,15 @@ class Restorer:
             binary = dilate(torch.from_numpy(binarize_mask(mask, options.mask_threshold)), options.grow)
             if bool(binary.any()):
                 defect = binary[None, None].float()
-        y, low_memory = self._network(_pad(x, ph, pw), None if defect is None else _pad(defect, ph, pw),
+        # once for the network and the merge: the scratch's pixels are no detail and must not count
+        filled = prefill(x, defect)
+        y, low_memory = self._network(_pad(filled, ph, pw), None if defect is None else _pad(defect, ph, pw),
                                       progress)
         y = y[:, :, :h, :w].cpu()
         if options.detail > 0 or options.tone < 1:
-            # from the pre-filled photo: the scratch's pixels are no detail and must not count
-            y = merge(prefill(x, defect), y, photo_weight(defect, x.shape), options.tone, options.detail)
+            y = merge(filled, y, defect, options.tone, options.detail, options.sharpen)
         if options.restrict_to_mask and mask is not None:
-            y = blend_into(x, y, mask, defect, options.match_tone)
+            y = blend_into(x, y, mask, defect, options.match_tone, filled)
         rgb = (y[0].permute(1, 2, 0).numpy() + 1.0) * (full / 2.0)
         if c < 3:
             rgb = (rgb @ _LUMA)[:, :, None]
@@ -265,16 +273,21 @@ class Restorer:
 
 
 def blend_into(x: torch.Tensor, y: torch.Tensor, mask: np.ndarray, defect: Optional[torch.Tensor],
-               match_tone: bool) -> torch.Tensor:
+               match_tone: bool, filled: Optional[torch.Tensor] = None) -> torch.Tensor:
     """"Only the selected area changes": x * (1 - a) + y' * a, where a is the
-    selection (mask / 255, so feathering blends; a grown defect counts fully) and y'
-    is the restored y, shifted by ``smooth_offset`` to continue the unrestored
-    surroundings' tone when ``match_tone``."""
+    selection (mask / 255, so feathering blends; a grown defect counts fully).
+
+    With ``match_tone`` y' continues the unrestored surroundings: on the defects it is
+    ``filled`` (the scan's harmonic fill, ``prefill``: made of those surroundings
+    alone), elsewhere the restored y shifted by ``smooth_offset`` to the scan's tone.
+    Without it, y' is the restored y as it is."""
     a = torch.from_numpy(np.asarray(mask, np.float32) / 255.0)[None, None]
     if defect is not None:
         a = torch.maximum(a, defect)
         if match_tone:
             y = y + smooth_offset(x, y, 1 - defect)
+            if filled is not None:
+                y = torch.where(defect > 0.5, filled, y)
     return x + (y - x) * a
 
 

@@ -59,6 +59,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "tone": (float, _DEFAULTS.tone, "0..1: how much of the network's tone and colour correction is "
                                     "applied outside the mask (0 keeps the photo's own tone; fills are "
                                     "restored either way)"),
+    "sharpen": (float, _DEFAULTS.sharpen, "0..2: how much the photo's strong edges are steepened "
+                                          "(0: no sharpening; the default gives back what denoising "
+                                          "takes)"),
 }
 
 

@@ -92,6 +92,8 @@ def methods(cfg: Config, restorer: Restorer) -> dict[str, Callable[[np.ndarray, 
                             ("whole photo, no scan detail (detail 0)", dataclasses.replace(full, detail=0.0)),
                             ("whole photo, network only (tone 1, detail 0)",
                              dataclasses.replace(full, tone=1.0, detail=0.0)),
+                            ("whole photo, no sharpening (sharpen 0)", dataclasses.replace(full, sharpen=0.0)),
+                            ("whole photo, sharpen 0.8", dataclasses.replace(full, sharpen=0.8)),
                             ("whole photo, grow 3", dataclasses.replace(full, grow=3)),
                             ("selection, tone matching off", dataclasses.replace(sel, match_tone=False))):
             rows[f"model, {label}"] = model(opts)

@@ -6,7 +6,7 @@ import torch
 
 from oldphoto_model import InputError, RestoreOptions, Restorer
 from oldphoto_model.bands import low_pass, merge, noise_sigma, photo_weight
-from oldphoto_model.fill import box_blur, fill_holes, smooth_offset
+from oldphoto_model.fill import box_blur, fill_holes, harmonic_fill, smooth_offset
 from oldphoto_model.pipeline import blend_into
 
 from ..conftest import random_model
@@ -99,37 +99,42 @@ def test_match_tone_removes_a_tinted_fill():
     assert torch.equal(matched[~inside], x[~inside])
 
 
-def test_merge_keeps_edges_drops_noise_and_leaves_defects_to_the_network():
+def test_merge_keeps_edges_drops_noise_and_fills_defects_from_the_scan():
     torch.manual_seed(1)
     noise = 0.05 * torch.randn(1, 3, 64, 64)
     step = torch.zeros(1, 3, 64, 64)
     step[..., 32:] = 1.0
     soft = low_pass(step, 2)                                # the network's softer edge
-    ones = torch.ones(1, 1, 64, 64)
-    out = merge(step + noise, soft, ones, tone=1.0, detail=1.0)
+    out = merge(step + noise, soft, None, tone=1.0, detail=1.0, sharpen=0.0)
     # the scan's edge comes back (a 0->1 step: the middle two columns differ by ~1)
     assert float((out[..., 32] - out[..., 31]).mean()) > 0.6 > float((soft[..., 32] - soft[..., 31]).mean())
     # its noise does not: flat areas stay close to the network's
     assert float((out - soft)[..., 4:24].abs().mean()) < 0.3 * float(noise.abs().mean())
+    # sharpen steepens the strong edge and leaves the flat areas as they were
+    sharper = merge(step + noise, soft, None, tone=1.0, detail=1.0, sharpen=0.4)
+    assert float((sharper[..., 32] - sharper[..., 31]).mean()) > 1.15 * float((out[..., 32] - out[..., 31]).mean())
+    assert float((sharper - out)[..., 4:24].abs().mean()) < 0.1 * float(noise.abs().mean())
     # the identity settings return the network's result unchanged
-    assert torch.equal(merge(step + noise, soft, ones, tone=1.0, detail=0.0), soft)
+    assert torch.equal(merge(step + noise, soft, None, tone=1.0, detail=0.0), soft)
     # tone 0: the scan's own tone (its low band, up to the network's high band)
-    brighter = merge(step + 0.3, soft, ones, tone=0.0, detail=0.0)
+    brighter = merge(step + 0.3, soft, None, tone=0.0, detail=0.0)
     assert abs(float(brighter.mean() - (step + 0.3).mean())) < 1e-4
     assert float((low_pass(brighter) - low_pass(step + 0.3)).abs().max()) < 0.1
-    # on defects (photo weight 0) the network's result stands
+    # on defects the pre-filled scan stands (not the network's result)
     defect = torch.zeros(1, 1, 64, 64)
     defect[..., 28:36, :] = 1
     w = photo_weight(defect, step.shape)
     assert float(w[..., 28:36, :].max()) == 0 and float(w[..., :20, :].min()) == 1
-    out = merge(step + noise, soft, w, tone=1.0, detail=1.0)
-    assert float((out - soft)[..., 28:36, :].abs().max()) < 0.05
-    # with the scan's tone, a fill takes the tone around it: a network result tinted
-    # 0.3 too bright, fill included, comes back to the grey area's level everywhere
+    filled = harmonic_fill(step + noise, 1 - defect)
+    blotch = soft + 0.8 * defect                            # a network whose fill is a bright band
+    out = merge(filled, blotch, defect, tone=1.0, detail=1.0)
+    assert float((out - filled)[..., 28:36, :].abs().max()) < 0.05
+    # a fill takes the merged tone around it: a network result tinted 0.3 too
+    # bright comes back to the grey area's level everywhere at tone 0, halfway at 0.5
     grey = torch.full((1, 3, 64, 64), 0.5)
-    out = merge(grey, grey + 0.3, w, tone=0.0, detail=1.0)
+    out = merge(grey, grey + 0.3, defect, tone=0.0, detail=1.0)
     assert float((out - grey).abs().max()) < 0.01
-    half = merge(grey, grey + 0.3, w, tone=0.5, detail=1.0)
+    half = merge(grey, grey + 0.3, defect, tone=0.5, detail=1.0)
     assert float((half - grey - 0.15).abs().max()) < 0.01
 
 

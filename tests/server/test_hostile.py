@@ -249,7 +249,8 @@ def test_a_client_waiting_for_its_job_is_not_idle(own_server):
     result (its DEALER would come back under another routing id)."""
     srv = own_server(idle_timeout=0.1)       # idle connections are looked for every 0.25 s
     with Client(srv.endpoint) as a, Client(srv.endpoint) as b:
-        rid_a = _send_restore(a, random_image(11, BIG, BIG, 3))
+        # 3.5 times BIG's pixels (the fixture's limit is 1 MP): a job well over 0.4 s on a fast machine too
+        rid_a = _send_restore(a, random_image(11, 960, 960, 3))
         _wait_for(a, rid_a, "progress", "start")
         rid_b = _send_restore(b, random_image(12, 16, 16, 3))   # waits silently behind a's job
         assert _final(a, rid_a, 60)["type"] == "ok"

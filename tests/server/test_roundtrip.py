@@ -110,7 +110,7 @@ def test_info_describes_the_server(address, weights_path):
     assert "path" not in info["weights"] and "pid" not in info     # nothing private to a client
     assert info["weights"]["metadata"]["purpose"].startswith("test")
     assert info["limits"]["max_pixels"] == 1_000_000
-    assert set(info["options"]) == {"mask_threshold", "restrict_to_mask", "grow", "match_tone", "detail", "tone"}
+    assert set(info["options"]) == {"mask_threshold", "restrict_to_mask", "grow", "match_tone", "detail", "tone", "sharpen"}
     assert {"ping", "info", "restore", "cancel"} <= set(info["ops"])
 
 
