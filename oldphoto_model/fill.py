@@ -120,31 +120,30 @@ def harmonic_fill(x: torch.Tensor, known: torch.Tensor, iterations: int = 200,
             continue
         idx, nbrs = _neighbours(unknown)
         n = idx.numel()
-        # position of each pixel in the unknown vector (-1: a known pixel)
         dev, f32 = x.device, torch.float32
-        pos = torch.full((h * w,), -1, dtype=torch.long, device=dev)
+        # position of each pixel in the unknown vector; known pixels and the image's
+        # outside point at row n, a zero row appended to u (so A u is 4 plain gathers)
+        pos = torch.full((h * w + 1,), n, dtype=torch.long, device=dev)
         pos[idx] = torch.arange(n, device=dev)
-        flat = x[i].reshape(ch, -1).t().to(f32)                         # (HW, C)
-        degree = torch.zeros(n, dtype=f32, device=dev)
+        flat = torch.cat([x[i].reshape(ch, -1).t().to(f32), torch.zeros(1, ch, dtype=f32, device=dev)])
+        degree = torch.zeros(n, 1, dtype=f32, device=dev)
         b = torch.zeros(n, ch, dtype=f32, device=dev)
-        links = []                                                      # unknown-unknown edges
+        links = []
         for nb in nbrs:
             inside = nb >= 0
-            degree += inside.to(f32)
-            p = torch.where(inside, pos[nb.clamp_min(0)], torch.full_like(nb, -1))
-            fixed = inside & (p < 0)
-            b[fixed] += flat[nb[fixed]]
+            degree += inside.to(f32)[:, None]
+            nb = torch.where(inside, nb, torch.full_like(nb, h * w))     # outside -> the zero row
+            p = pos[nb]
+            b += torch.where((p == n)[:, None], flat[nb], torch.zeros(1, ch, dtype=f32, device=dev))
             links.append(p)
+        zero_row = torch.zeros(1, ch, dtype=f32, device=dev)
 
         def apply(u: torch.Tensor) -> torch.Tensor:
             """A u, with A = the graph Laplacian restricted to the unknown pixels."""
-            y = degree[:, None] * u
-            for p in links:
-                has = p >= 0
-                y[has] -= u[p[has]]
-            return y
+            ext = torch.cat([u, zero_row])
+            return degree * u - (ext[links[0]] + ext[links[1]] + ext[links[2]] + ext[links[3]])
         u = start[i].reshape(ch, -1).t()[idx].to(f32)
-        inv_d = (1.0 / degree)[:, None]
+        inv_d = 1.0 / degree
         r = b - apply(u)
         z = r * inv_d
         d = z.clone()

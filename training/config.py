@@ -187,6 +187,7 @@ class EvalConfig:
     recipe_telea_radius: int = 3   # the classical hand recipe: Telea r3 + non-local means h5 + stretch
     recipe_nlm_h: float = 5.0
     recipe_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    detector: str = ""             # scratch detector for the "detected mask" row: "" = the shipped one, "none" = skip
 
 
 @dataclass

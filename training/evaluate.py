@@ -3,7 +3,9 @@ product's own restore path (``Restorer.restore`` with the plug-in's options).
 
 Rows: the degraded input, OpenCV's Telea inpainting, the classical hand recipe
 (``classical.hand_recipe``), the model on the whole photo and the model with "only
-the selection changes" (the plug-in's default with a selection); with
+the selection changes" (the plug-in's default with a selection), the model on the
+whole photo with the mask the scratch detector finds (``--eval.detector``: the shipped
+one unless a file or ``none`` is given; scored against the true mask); with
 ``--eval.ablations`` also the restore options one at a time. Columns: PSNR, SSIM,
 PSNR inside the defect mask, edge sharpness (``metrics.edge_sharpness``) and the
 fill's tone offset to its surroundings (``metrics.fill_delta``).
@@ -24,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from oldphoto_model import RestoreOptions, Restorer, load_model
+from oldphoto_model.detect import load_detector, restore_detected
 
 from .classical import hand_recipe, opencv, telea
 from .config import Config
@@ -70,8 +73,11 @@ def load_photo(path: Path, max_side: int) -> np.ndarray:
     return np.asarray(im)
 
 
-def methods(cfg: Config, restorer: Restorer) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray | None]]:
-    """name -> f(degraded, bool mask) -> result (None: unavailable)."""
+def methods(cfg: Config, restorer: Restorer, detector=None
+            ) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray | None]]:
+    """name -> f(degraded, bool mask) -> result (None: unavailable). With a scratch
+    ``detector``, also the whole photo restored with the mask it finds (the true mask
+    is used only to score it)."""
     E = cfg.eval
     full, sel = RestoreOptions(), RestoreOptions(restrict_to_mask=True)
 
@@ -85,6 +91,8 @@ def methods(cfg: Config, restorer: Restorer) -> dict[str, Callable[[np.ndarray, 
         "model, whole photo": model(full),
         "model, only the selection changes": model(sel),
     }
+    if detector is not None:
+        rows["model, whole photo, detected mask"] = lambda img, mask: restore_detected(restorer, detector, img, full)[0]
     if E.ablations:
         for label, opts in (("whole photo, network's tone (tone 1)", dataclasses.replace(full, tone=1.0)),
                             ("whole photo, tone 0.5", dataclasses.replace(full, tone=0.5)),
@@ -106,11 +114,12 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     out = Path(out_dir or Path(cfg.train.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision)
+    detector = load_detector(cfg.eval.detector or None) if cfg.eval.detector != "none" else None
     if opencv() is None:
         print("[evaluate] OpenCV is not installed: the Telea and hand-recipe baselines are left out of "
               "the table and the grids (pip install opencv-python-headless to include them)", flush=True)
     textures = load_textures(cfg.data.cache_dir)
-    table = methods(cfg, restorer)
+    table = methods(cfg, restorer, detector)
     rows, grid = [], []
     for i, (name, clean) in enumerate(eval_photos(cfg)):
         degraded, mask = degraded_pair(cfg, i, clean, textures)

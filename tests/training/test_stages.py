@@ -50,7 +50,8 @@ def test_evaluate_writes_table_and_grid(smoke, tmp_path):
     from training.evaluate import evaluate
     rows = evaluate(smoke, out_dir=tmp_path / "eval")
     methods = {r["method"] for r in rows}
-    assert {"degraded input", "model, whole photo", "model, only the selection changes"} <= methods
+    assert {"degraded input", "model, whole photo", "model, only the selection changes",
+            "model, whole photo, detected mask"} <= methods
     assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 and r["sharpness"] > 0 for r in rows)
     # the selection mode leaves everything outside the mask as it came in
     sel = [r for r in rows if r["method"] == "model, only the selection changes"]
