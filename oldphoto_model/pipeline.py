@@ -24,6 +24,8 @@ from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
 from .fill import smooth_offset
+from .levels import STRENGTH as BLACK_POINT
+from .levels import lift_blacks
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent, prefill
 
@@ -76,6 +78,9 @@ class RestoreOptions:
     ``sharpen``: 0..2, how much the photo's strong edges are steepened on top of
     ``detail`` (0: as sharp as the scan's fine band after denoising; the default
     gives back the sharpness the denoising takes).
+    ``black_point``: 0..1, how much of a faded scan's lifted black level is taken out
+    (``oldphoto_model.levels``; whole photo only: with ``restrict_to_mask`` the fill
+    must match the untouched surroundings).
     ``oldphoto_model.bands`` has the two-band merge behind both.
     """
 
@@ -86,6 +91,7 @@ class RestoreOptions:
     detail: float = 1.0
     tone: float = 0.25
     sharpen: float = SHARPEN
+    black_point: float = BLACK_POINT
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
@@ -98,6 +104,8 @@ class RestoreOptions:
             raise InputError(f"tone must be in 0..1, got {self.tone}")
         if not 0.0 <= float(self.sharpen) <= 2.0:
             raise InputError(f"sharpen must be in 0..2, got {self.sharpen}")
+        if not 0.0 <= float(self.black_point) <= 1.0:
+            raise InputError(f"black_point must be in 0..1, got {self.black_point}")
 
 
 def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -260,6 +268,8 @@ class Restorer:
             y = merge(filled, y, defect, options.tone, options.detail, options.sharpen)
         if options.restrict_to_mask and mask is not None:
             y = blend_into(x, y, mask, defect, options.match_tone, filled)
+        else:
+            y = lift_blacks(y, x, None if defect is None else 1 - defect, options.black_point)
         rgb = (y[0].permute(1, 2, 0).numpy() + 1.0) * (full / 2.0)
         if c < 3:
             rgb = (rgb @ _LUMA)[:, :, None]

@@ -62,6 +62,8 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "sharpen": (float, _DEFAULTS.sharpen, "0..2: how much the photo's strong edges are steepened "
                                           "(0: no sharpening; the default gives back what denoising "
                                           "takes)"),
+    "black_point": (float, _DEFAULTS.black_point, "0..1: how much of a faded photo's lifted black level is "
+                                                  "taken out (whole photo only)"),
 }
 
 

@@ -58,8 +58,8 @@ def test_restore_tuning_flags_come_from_the_protocol():
     for name, (_typ, default, _help) in OPTIONS.items():
         assert getattr(ns, name) == default == getattr(RestoreOptions(), name)
     ns = restore_parser().parse_args(["in.png", "out.png", "--grow", "3", "--no-match-tone", "--detail", "0.5",
-                                      "--tone", "1", "--sharpen", "0"])
-    assert (ns.grow, ns.match_tone, ns.detail, ns.tone, ns.sharpen) == (3, False, 0.5, 1.0, 0.0)
+                                      "--tone", "1", "--sharpen", "0", "--black-point", "1"])
+    assert (ns.grow, ns.match_tone, ns.detail, ns.tone, ns.sharpen, ns.black_point) == (3, False, 0.5, 1.0, 0.0, 1.0)
     assert f"(default: {RestoreOptions().tone})" in " ".join(restore_parser().format_help().split())
 
 
