@@ -24,9 +24,9 @@ from .config import AttentionOptions
 from .device import select_device, select_precision
 from .errors import InputError
 from .fill import smooth_offset
+from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .levels import STRENGTH as BLACK_POINT
 from .levels import lift_blacks
-from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .model import RestorationModel, mask_to_latent, prefill
 
 #: Progress callback: (fraction done in [0, 1], stage name). It may raise (e.g.
