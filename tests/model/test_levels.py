@@ -1,11 +1,18 @@
 """The lifted-black correction of the restore (oldphoto_model.levels)."""
 import numpy as np
+import pytest
 import torch
 
-from oldphoto_model import RestoreOptions
+from oldphoto_model import RestoreOptions, Restorer
 from oldphoto_model.levels import PERCENTILE, TARGET, lift_blacks
 
-from .test_contract import _mask, _photo, restorer  # noqa: F401 (the fixture)
+from ..conftest import random_model
+from .test_contract import _mask, _photo
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    return Restorer(random_model(), device="cpu", precision="fp32")
 
 
 def _ramp(lo: float, hi: float) -> torch.Tensor:
