@@ -102,6 +102,10 @@ def methods(cfg: Config, restorer: Restorer, detector=None
                              dataclasses.replace(full, tone=1.0, detail=0.0)),
                             ("whole photo, no sharpening (sharpen 0)", dataclasses.replace(full, sharpen=0.0)),
                             ("whole photo, sharpen 0.8", dataclasses.replace(full, sharpen=0.8)),
+                            ("whole photo, blacks left as scanned (black_point 0)",
+                             dataclasses.replace(full, black_point=0.0)),
+                            ("whole photo, all the lifted black out (black_point 1)",
+                             dataclasses.replace(full, black_point=1.0)),
                             ("whole photo, grow 3", dataclasses.replace(full, grow=3)),
                             ("selection, tone matching off", dataclasses.replace(sel, match_tone=False))):
             rows[f"model, {label}"] = model(opts)
