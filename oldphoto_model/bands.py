@@ -43,7 +43,8 @@ NOISE_MULTIPLE = 1.5
 #: round value that made the result as sharp as the scan it came from on the evaluation
 #: set (0.66; with the black-point correction on top, 0.69: docs/MODEL.md).
 SHARPEN = 0.4
-#: Width of the soft edge between "defect" (the network's own result) and "photo".
+#: Width of the soft edge between the defects' fill (and the network's result right
+#: next to them) and the merged photo.
 EDGE_RADIUS = 2
 
 
@@ -93,9 +94,9 @@ def merge(x: torch.Tensor, y: torch.Tensor, defect: Optional[torch.Tensor], tone
     if detail > 0:
         g = wiener_gain(high_x, noise_sigma(x), multiple)
         out = out + detail * (high_x * g * (1 + sharpen * g) - (y - low_y))
-    photo = photo_weight(defect, x.shape)
-    if bool((photo >= 1).all()) or defect is None:
+    if defect is None or not bool((defect > 0.5).any()):
         return out
+    photo = photo_weight(defect, x.shape)
     # next to a defect (a scratch's soft edge is no detail) the network's result
     # stands, on it the pre-filled scan; each shifted by a smooth offset measured around
     # them, so both continue the merged surroundings' tone

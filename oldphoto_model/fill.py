@@ -1,6 +1,6 @@
-"""Smooth hole filling by a masked image pyramid ("push-pull").
+"""Smooth hole filling: a masked image pyramid ("push-pull") and the harmonic fill.
 
-Two uses in the restore contract, both plain tensor maths with no learned part:
+Three uses in the restore contract, all plain tensor maths with no learned part:
 
 - **Pre-fill** (``fill_holes``): before the encoder sees a photo, the defect pixels
   (white scratch lines, dust, holes) are replaced by a smooth interpolation of the
@@ -12,7 +12,6 @@ Two uses in the restore contract, both plain tensor maths with no learned part:
   fill must continue the *unrestored* surroundings. The low-frequency difference
   between the original and the restored photo, measured outside the selection and
   interpolated across it, is added to the restored pixels inside.
-
 - **Harmonic fill** (``harmonic_fill``): the restored result's defect pixels are
   replaced by the smoothest surface that meets the intact pixels around them
   (Laplace's equation, solved by conjugate gradients from the push-pull fill). On
@@ -88,7 +87,8 @@ def smooth_offset(target: torch.Tensor, source: torch.Tensor, known: torch.Tenso
 
 def _neighbours(unknown: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Flat indices of the True pixels of an (H, W) mask, and for each of the 4
-    directions the flat index of that neighbour (-1 outside the image)."""
+    directions the flat index of that neighbour (H * W outside the image: one past
+    the last pixel, where the callers keep a zero row)."""
     h, w = unknown.shape
     idx = unknown.flatten().nonzero().squeeze(1)   # on unknown's device
     r, c = idx // w, idx % w
@@ -96,7 +96,7 @@ def _neighbours(unknown: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]
     for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         rr, cc = r + dr, c + dc
         inside = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-        out.append(torch.where(inside, rr * w + cc, torch.full_like(idx, -1)))
+        out.append(torch.where(inside, rr * w + cc, torch.full_like(idx, h * w)))
     return idx, out
 
 
@@ -111,8 +111,8 @@ def harmonic_fill(x: torch.Tensor, known: torch.Tensor, iterations: int = 200,
     the residual falls below ``tol`` times its start. Known pixels are returned
     unchanged; an image with no intact pixel is returned as it is.
     """
-    start = fill_holes(x, (known >= 0.5).to(x.dtype))
-    out = start.clone()
+    # the push-pull fill is both the start and the result (a new tensor, written in place)
+    out = fill_holes(x, (known >= 0.5).to(x.dtype))
     n_img, ch, h, w = x.shape
     for i in range(n_img):
         unknown = known[i, 0] < 0.5
@@ -125,24 +125,22 @@ def harmonic_fill(x: torch.Tensor, known: torch.Tensor, iterations: int = 200,
         # outside point at row n, a zero row appended to u (so A u is 4 plain gathers)
         pos = torch.full((h * w + 1,), n, dtype=torch.long, device=dev)
         pos[idx] = torch.arange(n, device=dev)
-        flat = torch.cat([x[i].reshape(ch, -1).t().to(f32), torch.zeros(1, ch, dtype=f32, device=dev)])
+        zero_row = torch.zeros(1, ch, dtype=f32, device=dev)
+        flat = torch.cat([x[i].reshape(ch, -1).t().to(f32), zero_row])
         degree = torch.zeros(n, 1, dtype=f32, device=dev)
         b = torch.zeros(n, ch, dtype=f32, device=dev)
         links = []
         for nb in nbrs:
-            inside = nb >= 0
-            degree += inside.to(f32)[:, None]
-            nb = torch.where(inside, nb, torch.full_like(nb, h * w))     # outside -> the zero row
+            degree += (nb < h * w).to(f32)[:, None]
             p = pos[nb]
-            b += torch.where((p == n)[:, None], flat[nb], torch.zeros(1, ch, dtype=f32, device=dev))
+            b += flat[nb] * (p == n).to(f32)[:, None]    # intact neighbours (outside: the zero row)
             links.append(p)
-        zero_row = torch.zeros(1, ch, dtype=f32, device=dev)
 
         def apply(u: torch.Tensor) -> torch.Tensor:
             """A u, with A = the graph Laplacian restricted to the unknown pixels."""
             ext = torch.cat([u, zero_row])
             return degree * u - (ext[links[0]] + ext[links[1]] + ext[links[2]] + ext[links[3]])
-        u = start[i].reshape(ch, -1).t()[idx].to(f32)
+        u = out[i].reshape(ch, -1).t()[idx].to(f32)
         inv_d = 1.0 / degree
         r = b - apply(u)
         z = r * inv_d

@@ -66,3 +66,15 @@ def test_the_restore_applies_it_to_the_whole_photo_only(restorer):
     sel = RestoreOptions(restrict_to_mask=True)
     assert np.array_equal(restorer.restore(img, mask, sel),
                           restorer.restore(img, mask, RestoreOptions(restrict_to_mask=True, black_point=1.0)))
+
+
+def test_the_sampled_percentiles_of_a_large_photo_match_the_exact_ones(monkeypatch):
+    """Beyond ``_SAMPLE`` pixels the percentiles come from a regular sample (the fast
+    path): on a photo-like image they stay within a level of the exact ones."""
+    from oldphoto_model import levels
+    g = torch.Generator().manual_seed(5)
+    v = (torch.rand(256 * 256, generator=g) ** 2).sort().values[torch.randperm(256 * 256, generator=g)]
+    exact = torch.quantile(v, torch.tensor([PERCENTILE / 100, 1 - PERCENTILE / 100])).tolist()
+    monkeypatch.setattr(levels, "_SAMPLE", 4096)                # 16x fewer than the pixels
+    lo, hi = levels._percentiles(v, PERCENTILE)
+    assert abs(lo - exact[0]) < 1 / 255 and abs(hi - exact[1]) < 1 / 255
