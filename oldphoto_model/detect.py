@@ -18,7 +18,6 @@ written atomically:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -27,10 +26,10 @@ import numpy as np
 import torch
 
 from .archs.detector import DetectorConfig, ScratchDetector
-from .atomic import atomic_write
-from .errors import InputError, WeightsError
+from .errors import InputError
+from .netfile import load_network, save_network
 from .weights import DEFAULT_DETECTOR as DEFAULT_DETECTOR  # re-exported: the shipped file
-from .weights import WeightsInfo, _sha256, default_detector_path
+from .weights import default_detector_path
 
 if TYPE_CHECKING:
     from .pipeline import Progress, RestoreOptions, Restorer
@@ -53,11 +52,7 @@ DEFAULT_TILE = 1024
 
 def save_detector(model: ScratchDetector, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
     """Write the detector atomically in the format above (float32)."""
-    payload = {"format": DETECTOR_FORMAT, "version": DETECTOR_VERSION,
-               "config": json.dumps(model.config.to_dict(), sort_keys=True),
-               "metadata": json.dumps(metadata or {}, sort_keys=True),
-               "detector": {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}}
-    return atomic_write(Path(path), lambda f: torch.save(payload, f))
+    return save_network(model, path, DETECTOR_FORMAT, DETECTOR_VERSION, "detector", metadata)
 
 
 def load_detector(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> ScratchDetector:
@@ -65,30 +60,8 @@ def load_detector(path: str | os.PathLike | None = None, map_location: str | tor
     mode; ``model.weights_info`` holds its identity. Problems raise ``WeightsError`` (for a
     missing default file one that says so: ``weights.default_detector_path``)."""
     p = Path(path) if path is not None else default_detector_path()
-    name = str(p)
-    if not p.is_file():
-        raise WeightsError(name, "file not found" if not p.exists() else "not a regular file")
-    try:
-        payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for a damaged archive
-        raise WeightsError(name, f"not a readable weight file ({type(e).__name__}: {str(e)[:200]})") from e
-    if not isinstance(payload, dict) or payload.get("format") != DETECTOR_FORMAT:
-        raise WeightsError(name, f"not a scratch-detector weight file (expected format {DETECTOR_FORMAT!r})")
-    if payload.get("version") != DETECTOR_VERSION:
-        raise WeightsError(name, f"format version {payload.get('version')!r} is not supported "
-                                 f"(this build reads {DETECTOR_VERSION})")
-    try:
-        config = DetectorConfig.from_dict(json.loads(payload["config"]))
-        metadata = json.loads(payload.get("metadata", "{}"))
-        model = ScratchDetector(config)
-        model.load_state_dict(payload["detector"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise WeightsError(name, f"invalid detector: {str(e)[:300]}") from e
-    model.eval()
-    # an attribute the network class does not declare (the restoration model's way)
-    setattr(model, "weights_info", WeightsInfo(path=name, sha256=_sha256(p), config=config,  # type: ignore[arg-type]
-                                               metadata=metadata))
-    return model
+    return load_network(p, DETECTOR_FORMAT, DETECTOR_VERSION, "detector", "scratch-detector",
+                        lambda d: ScratchDetector(DetectorConfig.from_dict(d)), map_location)
 
 
 def model_threshold(model: ScratchDetector) -> float:

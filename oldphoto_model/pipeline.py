@@ -28,6 +28,7 @@ from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
 from .levels import STRENGTH as BLACK_POINT
 from .levels import lift_blacks
 from .model import RestorationModel, mask_to_latent, prefill
+from .tone import ToneEstimator, correct_tone, shipped_tone
 
 #: Progress callback: (fraction done in [0, 1], stage name). It may raise (e.g.
 #: ``errors.Cancelled``) to stop the restore; the exception propagates unchanged.
@@ -39,6 +40,13 @@ DEFAULT_MASK_THRESHOLD = 128
 
 #: Smallest side fed to the network (reflect padding needs room).
 MIN_SIDE = 16
+
+#: Default share of the tone estimator's correction (docs/MODEL.md: measured on the
+#: evaluation set).
+AUTO_TONE = 1.0
+
+#: ``Restorer``'s default tone estimator: the shipped one when installed.
+SHIPPED = "shipped"
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -81,6 +89,10 @@ class RestoreOptions:
     ``black_point``: 0..1, how much of a faded scan's lifted black level is taken out
     (``oldphoto_model.levels``; whole photo only: with ``restrict_to_mask`` the fill
     must match the untouched surroundings).
+    ``auto_tone``: 0..1, how much of the tone estimator's colour correction
+    (``oldphoto_model.tone``: fading, tint, lifted blacks, lost contrast) the scan's tone
+    gets before the merge (whole photo only, like ``black_point``; without a tone
+    estimator it does nothing).
     ``oldphoto_model.bands`` has the two-band merge behind both.
     """
 
@@ -92,6 +104,7 @@ class RestoreOptions:
     tone: float = 0.25
     sharpen: float = SHARPEN
     black_point: float = BLACK_POINT
+    auto_tone: float = AUTO_TONE
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
@@ -106,6 +119,8 @@ class RestoreOptions:
             raise InputError(f"sharpen must be in 0..2, got {self.sharpen}")
         if not 0.0 <= float(self.black_point) <= 1.0:
             raise InputError(f"black_point must be in 0..1, got {self.black_point}")
+        if not 0.0 <= float(self.auto_tone) <= 1.0:
+            raise InputError(f"auto_tone must be in 0..1, got {self.auto_tone}")
 
 
 def binarize_mask(mask: np.ndarray, threshold: int = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
@@ -153,8 +168,16 @@ class Restorer:
 
     def __init__(self, model: RestorationModel, device: str | torch.device = "auto",
                  precision: str = "auto", attention: AttentionOptions = AttentionOptions(),
-                 band_elements: int = DEFAULT_BAND_ELEMENTS) -> None:
+                 band_elements: int = DEFAULT_BAND_ELEMENTS,
+                 tone: Optional[ToneEstimator] | str = SHIPPED) -> None:
+        """``tone``: the tone estimator of the ``auto_tone`` option; ``"shipped"`` (the
+        default) loads the installed one when there is one, None restores without."""
         self.band_elements = band_elements
+        if isinstance(tone, str):
+            if tone != SHIPPED:
+                raise ValueError(f"tone must be a ToneEstimator, None or {SHIPPED!r}, got {tone!r}")
+            tone = shipped_tone()
+        self.tone = tone
         self.device = select_device(device)
         self.dtype = select_precision(self.device, precision)
         self.attention = attention
@@ -264,12 +287,19 @@ class Restorer:
         y, low_memory = self._network(_pad(filled, ph, pw), None if defect is None else _pad(defect, ph, pw),
                                       progress)
         y = y[:, :, :h, :w].cpu()
+        selection = options.restrict_to_mask and mask is not None
+        intact = None if defect is None else 1 - defect
+        # the whole photo's tone: the scan's, corrected by the estimator (never in a
+        # selection, whose fill must match the untouched scan around it)
+        scan = filled
+        if not selection and self.tone is not None and options.auto_tone > 0:
+            scan = correct_tone(filled, intact, self.tone, options.auto_tone)
         if options.detail > 0 or options.tone < 1:
-            y = merge(filled, y, defect, options.tone, options.detail, options.sharpen)
-        if options.restrict_to_mask and mask is not None:
+            y = merge(scan, y, defect, options.tone, options.detail, options.sharpen)
+        if selection and mask is not None:
             y = blend_into(x, y, mask, defect, options.match_tone, filled)
         else:
-            y = lift_blacks(y, x, None if defect is None else 1 - defect, options.black_point)
+            y = lift_blacks(y, scan, intact, options.black_point)
         rgb = (y[0].permute(1, 2, 0).numpy() + 1.0) * (full / 2.0)
         if c < 3:
             rgb = (rgb @ _LUMA)[:, :, None]

@@ -60,8 +60,9 @@ def weights_identity(restorer: Restorer) -> dict[str, Any]:
             "short_id": wi.short_id, "metadata": wi.metadata}
 
 
-def detector_identity(detector: Optional[ScratchDetector]) -> dict[str, Any]:
-    """File name, sha256, short id and metadata of a detector's weights (empty if unknown)."""
+def detector_identity(detector: Optional[Any]) -> dict[str, Any]:
+    """File name, sha256, short id and metadata of a helper network's weights (the scratch
+    detector's, the tone estimator's; empty if unknown)."""
     wi = getattr(detector, "weights_info", None)
     if wi is None:
         return {}
@@ -465,6 +466,9 @@ class Server:
             "options": {k: {"type": t.__name__, "default": d, "help": h}
                         for k, (t, d, h) in protocol.OPTIONS.items()},
             "detection": self.detection_info(),
+            # the tone estimator behind the auto_tone option (none: auto_tone does nothing)
+            "tone": ({"available": True, "weights": detector_identity(self.restorer.tone)}
+                     if self.restorer.tone is not None else {"available": False}),
             "queue": w.queue_state() if w else {"queued": 0, "running": 0},
             "stats": w.stats_snapshot() if w else {},
             "peers": self.connections.peers() if self.connections else 0,

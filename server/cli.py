@@ -207,6 +207,8 @@ def cmd_serve(argv: Sequence[str]) -> int:
           f"| protocol {server.info()['protocol']} | Ctrl-C stops", flush=True)
     print(f"scratch detection: {detector_identity(detector).get('short_id')}" if detector is not None
           else f"scratch detection unavailable ({why}); restoring works as before", flush=True)
+    print(f"automatic tone: {detector_identity(restorer.tone).get('short_id')}" if restorer.tone is not None
+          else "automatic tone unavailable (no tone estimator installed): auto_tone does nothing", flush=True)
     if server.public_key:
         print(f"CURVE encryption on; clients need the server's public key {server.public_key} "
               f"(--server-key, or the plug-in's 'Server public key' setting)", flush=True)

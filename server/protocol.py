@@ -64,6 +64,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
                                           "takes)"),
     "black_point": (float, _DEFAULTS.black_point, "0..1: how much of a faded photo's lifted black level is "
                                                   "taken out (whole photo only)"),
+    "auto_tone": (float, _DEFAULTS.auto_tone, "0..1: how much of the tone estimator's correction of fading, "
+                                              "tint, lifted blacks and lost contrast is applied (whole photo "
+                                              "only)"),
 }
 
 

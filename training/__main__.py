@@ -16,6 +16,8 @@ COMMANDS = {
     "vae-b": "train VAE_B (clean photos)",
     "mapping": "train the mapping network between the frozen VAEs",
     "detect": "train the scratch detector on the synthetic defects; writes RUN_DIR/detector.pt",
+    "tone": "train the tone estimator (fading, tint, lifted blacks, contrast) on synthetic fades; "
+            "writes RUN_DIR/tone.pt",
     "export": "write the server's weight file and check that the restore pipeline loads it",
     "evaluate": "PSNR/SSIM of the weights on the evaluation photos vs degraded input and Telea",
     "eval-detect": "precision/recall/F1/IoU and false alarms of the scratch detector vs a classical "
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
         if name == "detect":
             sp.add_argument("--out", default=None, help="detector weight file to write (default RUN_DIR/detector.pt)")
+        if name == "tone":
+            sp.add_argument("--out", default=None, help="tone-estimator file to write (default RUN_DIR/tone.pt)")
         if name == "eval-detect":
             sp.add_argument("--weights", default=None,
                             help="detector weight file (default RUN_DIR/detector.pt, else the shipped one)")
@@ -95,6 +99,13 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
         train_stage(cfg, command)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"[detect] wrote {export_detector(cfg, getattr(args, 'out', None))}", flush=True)
+    elif command == "tone":
+        from .stages import train_stage
+        from .stages.tone import export_tone
+        train_stage(cfg, command)
+        if int(os.environ.get("RANK", "0")) == 0:
+            log = lambda msg: print(f"[tone] {msg}", flush=True)  # noqa: E731
+            log(f"wrote {export_tone(cfg, getattr(args, 'out', None), log)}")
     elif command == "eval-detect":
         from .eval_detect import eval_detect
         out = Path(getattr(args, "out", None) or Path(cfg.train.run_dir) / "eval-detect")

@@ -153,6 +153,25 @@ class DetectConfig:
 
 
 @dataclass
+class ToneTrainConfig:
+    """The tone estimator stage (``python -m training tone``, oldphoto_model.archs.tone).
+
+    Pairs of thumbnails (a photo view through ``degrade``, and clean) are made once
+    into a bank; the estimator then fits the bank (training/stages/tone.py)."""
+
+    hidden: int = 64               # width of the estimator's hidden layers
+    thumb: int = 64                # thumbnail side the statistics are taken on
+    view: int = 256                # long side of a training view before degradation
+    samples: int = 24_000          # pairs in the bank
+    chunk: int = 2_000             # pairs per bank file
+    holdout: int = 2_000           # the bank's last pairs, held out and reported
+    steps: int = 6_000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+
+
+@dataclass
 class TrainConfig:
     """Loop settings shared by the three stages."""
 
@@ -188,6 +207,7 @@ class EvalConfig:
     recipe_nlm_h: float = 5.0
     recipe_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     detector: str = ""             # scratch detector for the "detected mask" row: "" = the shipped one, "none" = skip
+    tone: str = ""                 # tone estimator of the model rows: "" = the shipped one, "none" = without
 
 
 @dataclass
@@ -205,6 +225,7 @@ class Config:
     vae_b: StageConfig = field(default_factory=StageConfig)
     mapping: StageConfig = field(default_factory=lambda: StageConfig(steps=150_000, batch_size=4))
     detect: DetectConfig = field(default_factory=DetectConfig)
+    tone: ToneTrainConfig = field(default_factory=ToneTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -303,6 +324,7 @@ def _smoke() -> Config:
     c.vae_b = StageConfig(steps=3, batch_size=2)
     c.mapping = StageConfig(steps=3, batch_size=2)
     c.detect = DetectConfig(width=4, steps=3, batch_size=2, crop=32)
+    c.tone = ToneTrainConfig(hidden=8, thumb=16, view=48, samples=24, chunk=10, holdout=4, steps=3, batch_size=4)
     c.train.run_dir = "runs/smoke"
     c.train.log_every = 1
     c.train.ckpt_every = 2

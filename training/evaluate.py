@@ -6,7 +6,8 @@ Rows: the degraded input, OpenCV's Telea inpainting, the classical hand recipe
 the selection changes" (the plug-in's default with a selection), the model on the
 whole photo with the mask the scratch detector finds (``--eval.detector``: the shipped
 one unless a file or ``none`` is given; scored against the true mask); with
-``--eval.ablations`` also the restore options one at a time. Columns: PSNR, SSIM,
+``--eval.ablations`` also the restore options one at a time. The model rows use the
+shipped tone estimator (``--eval.tone``: a file, or ``none`` for none). Columns: PSNR, SSIM,
 PSNR inside the defect mask, edge sharpness (``metrics.edge_sharpness``) and the
 fill's tone offset to its surroundings (``metrics.fill_delta``).
 
@@ -27,6 +28,8 @@ from PIL import Image
 
 from oldphoto_model import RestoreOptions, Restorer, load_model
 from oldphoto_model.detect import load_detector, restore_detected
+from oldphoto_model.pipeline import SHIPPED
+from oldphoto_model.tone import load_tone
 
 from .classical import hand_recipe, opencv, telea
 from .config import Config
@@ -106,6 +109,9 @@ def methods(cfg: Config, restorer: Restorer, detector=None
                              dataclasses.replace(full, black_point=0.0)),
                             ("whole photo, all the lifted black out (black_point 1)",
                              dataclasses.replace(full, black_point=1.0)),
+                            ("whole photo, no automatic tone (auto_tone 0)",
+                             dataclasses.replace(full, auto_tone=0.0)),
+                            ("whole photo, auto_tone 0.5", dataclasses.replace(full, auto_tone=0.5)),
                             ("whole photo, grow 3", dataclasses.replace(full, grow=3)),
                             ("selection, tone matching off", dataclasses.replace(sel, match_tone=False))):
             rows[f"model, {label}"] = model(opts)
@@ -117,7 +123,8 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     weights = Path(weights or Path(cfg.train.run_dir) / "weights.pt")
     out = Path(out_dir or Path(cfg.train.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision)
+    tone = None if cfg.eval.tone == "none" else load_tone(cfg.eval.tone) if cfg.eval.tone else SHIPPED
+    restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision, tone=tone)
     detector = load_detector(cfg.eval.detector or None) if cfg.eval.detector != "none" else None
     if opencv() is None:
         print("[evaluate] OpenCV is not installed: the Telea and hand-recipe baselines are left out of "

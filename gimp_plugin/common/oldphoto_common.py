@@ -93,6 +93,9 @@ OPTIONS = (
     ("black_point", float, 0.5, "Restore faded blacks",
      "How much of a faded photo's lifted, greyish black level is taken out (0 to 1; whole "
      "layer only: with 'Only change the selected scratches' the fill matches its surroundings)"),
+    ("auto_tone", float, 1.0, "Correct fading and tint",
+     "How much of the automatic correction of a faded photo's tone is applied: its washed-out "
+     "contrast, lifted blacks and yellow or sepia cast (0 to 1; whole layer only)"),
 )
 DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
 
@@ -100,14 +103,14 @@ DEFAULTS = dict((o[0], o[2]) for o in OPTIONS)
 #: defaults are the server's (oldphoto_model.RestoreOptions, sent in its ``info``;
 #: the plug-in cannot import that package, so a test keeps these equal), and only
 #: values that differ from them are sent.
-SERVER_OPTIONS = ("grow", "match_tone", "detail", "tone", "sharpen", "black_point")
+SERVER_OPTIONS = ("grow", "match_tone", "detail", "tone", "sharpen", "black_point", "auto_tone")
 #: Ranges of the numeric options: (lowest, highest, step of the dialog's spinner/slider);
 #: the model package checks the same bounds (a test keeps them equal).
 RANGES = {"grow": (0, 64, 1), "detail": (0.0, 1.0, 0.05), "tone": (0.0, 1.0, 0.05),
-          "sharpen": (0.0, 2.0, 0.05), "black_point": (0.0, 1.0, 0.05)}
+          "sharpen": (0.0, 2.0, 0.05), "black_point": (0.0, 1.0, 0.05), "auto_tone": (0.0, 1.0, 0.05)}
 #: How the options are grouped in a dialog: what to restore, how, then where the server is.
 DIALOG_ORDER = ("use_selection", "restrict_to_selection", "detect_scratches", "grow", "match_tone",
-                "detail", "tone", "sharpen", "black_point", "server_address", "server_key")
+                "detail", "tone", "sharpen", "black_point", "auto_tone", "server_address", "server_key")
 
 LAYER_SUFFIX = " (restored)"
 

@@ -220,7 +220,7 @@ def test_server_status_for_the_dialog(server, monkeypatch):
     assert not ok and f"no answer at {dead}" in line and f"--bind {dead}" in line
     assert common.dialog_options(dead, status=(ok, detection, line)) == [
         "use_selection", "restrict_to_selection", "grow", "match_tone", "detail", "tone", "sharpen",
-        "black_point", "server_address", "server_key"]
+        "black_point", "auto_tone", "server_address", "server_key"]
     ok, _, line = common.server_status("localhost:5587")
     assert not ok and "the address cannot work" in line and "did you mean tcp://localhost:5587" in line
 
@@ -263,11 +263,12 @@ def test_restore_tuning_sent_only_when_changed():
     from server.client import crop_plan
     host = _Host(16, 8, 3, bytes(16 * 8 * 3), None)
     assert common.request_for(host, {}, crop_plan)[3] == {}
-    changed = {"grow": 4, "match_tone": False, "detail": 0.25, "tone": 0.75, "sharpen": 1.5, "black_point": 0.0}
+    changed = {"grow": 4, "match_tone": False, "detail": 0.25, "tone": 0.75, "sharpen": 1.5, "black_point": 0.0,
+               "auto_tone": 0.5}
     assert common.request_for(host, changed, crop_plan)[3] == changed
     assert common.options_from({"grow": 2.0, "detail": 1})["grow"] == 2        # gimpfu spinners
     for bad in ({"grow": 65}, {"grow": -1}, {"detail": 1.01}, {"detail": "much"}, {"tone": -0.05}, {"tone": 1.5},
-                {"sharpen": 2.5}, {"black_point": 1.5}):
+                {"sharpen": 2.5}, {"black_point": 1.5}, {"auto_tone": -0.1}):
         with pytest.raises(common.PluginError) as e:
             common.options_from(bad)
         assert e.value.kind == "input" and dict((o[0], o[3]) for o in common.OPTIONS)[list(bad)[0]] in e.value.message

@@ -18,7 +18,8 @@ from gimp_plugin.testing.server_process import ServerProcess, free_port, referen
 from server.client import crop_plan
 
 PROC = "python_fu_oldphoto_restore"
-#: The restore tuning arguments after server_key (grow, match_tone, detail, tone, sharpen, black_point) at their defaults.
+#: The restore tuning arguments after server_key (grow, match_tone, detail, tone, sharpen, black_point,
+#: auto_tone) at their defaults.
 TUNING = tuple(DEFAULTS[name] for name in SERVER_OPTIONS)
 
 
@@ -96,8 +97,9 @@ def test_registration(gimp2):
     assert p["menu"] == "<Image>/Filters/Enhance" and p["label"].startswith("Restore Old Photo")
     assert [x[1] for x in p["params"]] == ["image", "drawable", "use_selection", "restrict_to_selection",
                                            "detect_scratches", "server_address", "server_key", "grow",
-                                           "match_tone", "detail", "tone", "sharpen", "black_point"]
-    assert len(p["params"]) == 13          # what a GIMP 2.10 script passes, in this order
+                                           "match_tone", "detail", "tone", "sharpen", "black_point",
+                                           "auto_tone"]
+    assert len(p["params"]) == 14          # what a GIMP 2.10 script passes, in this order
     assert gimp2.gimpfu.state["main_called"]
     assert "INDEXED" not in p["imagetypes"]
 
@@ -261,8 +263,9 @@ def test_restore_tuning_reaches_the_server(gimp2, server):
     sel = scratch_selection(scratch, (h, w), (0, 0))
     image, layer = make_image(gimp2, (w, h), (w, h), 3, (0, 0), img, sel)
     before, original = list(image.layers), layer.pixels()
-    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", 3, False, 0.5, 1.0, 1.2, 0.0)
-    tuning = {"grow": 3, "match_tone": False, "detail": 0.5, "sharpen": 1.2, "black_point": 0.0}
+    getattr(gimp2.gimpfu.pdb, PROC)(image, layer, True, True, False, server.address, "", 3, False, 0.5, 1.0, 1.2, 0.0,
+                                    0.5)
+    tuning = {"grow": 3, "match_tone": False, "detail": 0.5, "sharpen": 1.2, "black_point": 0.0, "auto_tone": 0.5}
     region = crop_plan(w, h, bbox(sel))
     want = reference(server.weights, img, sel, True, region, options=dict(tuning, tone=1.0))
     check_success(gimp2, image, layer, before, original, want)
@@ -270,11 +273,13 @@ def test_restore_tuning_reaches_the_server(gimp2, server):
     assert not np.array_equal(want, reference(server.weights, img, sel, True, region, options=tuning))
 
 
-@pytest.mark.parametrize("tuning,what", [((65, True, 1.0, 0.25, 0.4, 0.5), "Grow scratch mask (px) must be from 0 to 64"),
-                                         ((0, True, 1.5, 0.25, 0.4, 0.5), "Keep film grain/detail must be from 0.0 to 1.0"),
-                                         ((0, True, 1.0, -0.5, 0.4, 0.5), "Restore tone and colour must be from 0.0 to 1.0"),
-                                         ((0, True, 1.0, 0.25, 3.0, 0.5), "Sharpen edges must be from 0.0 to 2.0"),
-                                         ((0, True, 1.0, 0.25, 0.4, 2.0), "Restore faded blacks must be from 0.0 to 1.0")])
+@pytest.mark.parametrize("tuning,what", [
+    ((65, True, 1.0, 0.25, 0.4, 0.5, 1.0), "Grow scratch mask (px) must be from 0 to 64"),
+    ((0, True, 1.5, 0.25, 0.4, 0.5, 1.0), "Keep film grain/detail must be from 0.0 to 1.0"),
+    ((0, True, 1.0, -0.5, 0.4, 0.5, 1.0), "Restore tone and colour must be from 0.0 to 1.0"),
+    ((0, True, 1.0, 0.25, 3.0, 0.5, 1.0), "Sharpen edges must be from 0.0 to 2.0"),
+    ((0, True, 1.0, 0.25, 0.4, 2.0, 1.0), "Restore faded blacks must be from 0.0 to 1.0"),
+    ((0, True, 1.0, 0.25, 0.4, 0.5, 1.2), "Correct fading and tint must be from 0.0 to 1.0")])
 def test_out_of_range_tuning_is_refused_by_name(gimp2, tuning, what):
     img, _ = photo(24, 32, 3, 17)
     image, layer = make_image(gimp2, (32, 24), (32, 24), 3, (0, 0), img)

@@ -65,8 +65,8 @@ def test_restrict_to_mask_changes_only_the_selection(address, reference):
     # without growth and tone matching the blend is plain: original * (1 - a) + restored * a
     plain = {"restrict_to_mask": True, "grow": 0, "match_tone": False}
     out, _ = _restore(address, img, mask, options=plain)
-    # (the whole photo's black-point correction does not apply to a selection's fill)
-    full = reference.restore(img, mask, RestoreOptions(grow=0, black_point=0.0))
+    # (the whole photo's black-point and automatic tone corrections do not apply to a selection's fill)
+    full = reference.restore(img, mask, RestoreOptions(grow=0, black_point=0.0, auto_tone=0.0))
     outside, inside = mask == 0, mask == 255
     np.testing.assert_array_equal(out[outside], img[outside])
     np.testing.assert_array_equal(out[inside], full[inside])
@@ -112,7 +112,7 @@ def test_info_describes_the_server(address, weights_path):
     assert info["weights"]["metadata"]["purpose"].startswith("test")
     assert info["limits"]["max_pixels"] == 1_000_000
     assert set(info["options"]) == {"mask_threshold", "restrict_to_mask", "grow", "match_tone", "detail", "tone",
-                                    "sharpen", "black_point"}
+                                    "sharpen", "black_point", "auto_tone"}
     assert {"ping", "info", "restore", "cancel"} <= set(info["ops"])
 
 

@@ -1,6 +1,5 @@
 """The ``detect`` stage: runs in the shared loop, resumes bit-identically, exports a
 weight file the product loads; ``eval-detect`` scores it against the classical detector."""
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,25 +8,13 @@ from oldphoto_model.detect import detect, load_detector
 from training.__main__ import main
 from training.classical import tophat_detect
 from training.eval_detect import detection_rows, eval_pairs, match_counts, scores, summary
-from training.stages import train_stage
 from training.stages.detect import detection_loss, export_detector
 
-
-def _modules(path):
-    return torch.load(path, map_location="cpu", weights_only=True)["modules"]["detector"]
+from .resume import train_and_check_resume
 
 
 def test_detect_stage_runs_resumes_and_exports(smoke, tmp_path):
-    ckpt = train_stage(smoke, "detect")
-    out = Path(smoke.train.run_dir) / "detect"
-    assert ckpt.is_file() and (out / "log.csv").is_file() and list((out / "samples").glob("*.png"))
-    full = _modules(ckpt)
-    # stopped after 1 step, then resumed to the end: the same weights
-    smoke.train.run_dir = str(tmp_path / "resumed")
-    train_stage(smoke, "detect", stop_after=1)
-    train_stage(smoke, "detect")
-    for k, v in _modules(Path(smoke.train.run_dir) / "detect" / "last.pt").items():
-        torch.testing.assert_close(v, full[k], rtol=0, atol=0)
+    train_and_check_resume(smoke, tmp_path, "detect", "detector")
     model = load_detector(export_detector(smoke))
     assert model.weights_info.metadata["steps"] == smoke.detect.steps
     prob, mask = detect(np.zeros((20, 30, 3), np.uint8), model)

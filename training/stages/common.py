@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..archs import load_vgg19
+from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..dist import DistContext
 from ..losses import PerceptualLoss, encoder_features, feature_matching, lsgan
@@ -115,3 +117,15 @@ def discriminator_loss(d_img: nn.Module, real: torch.Tensor, fake: torch.Tensor)
     out = d_img(torch.cat([real, fake.detach()]))
     n = real.shape[0]
     return 0.5 * (lsgan([[o[-1][:n]] for o in out], True) + lsgan([[o[-1][n:]] for o in out], False))
+
+
+def trained_network(cfg: Config, stage: str, key: str, net: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """``net`` with the weights of ``RUN_DIR/<stage>/last.pt`` (module ``key``) and that
+    checkpoint's step; a clear error when the stage has not run."""
+    folder = Path(cfg.train.run_dir) / stage
+    ckpt = latest_checkpoint(folder)
+    if ckpt is None:
+        raise FileNotFoundError(f"no {stage} checkpoint in {folder}: run `python -m training {stage}` first")
+    payload = read_checkpoint(ckpt)
+    net.load_state_dict(payload["modules"][key])
+    return net, int(payload["step"])

@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
 from oldphoto_model.detect import load_detector, save_detector
 
-from ..checkpoint import latest_checkpoint, read_checkpoint
 from ..config import Config
 from ..data.dataset import TrainingSamples
 from ..dist import DistContext
-from .common import autocast, linear_decay, unwrap, wrap
+from .common import autocast, linear_decay, trained_network, unwrap, wrap
 
 
 def detector_config(cfg: Config) -> DetectorConfig:
@@ -91,14 +90,9 @@ def export_detector(cfg: Config, out: str | Path | None = None) -> Path:
     """Write the trained detector of ``RUN_DIR/detect/last.pt`` to ``out`` (default
     ``RUN_DIR/detector.pt``) and load it back through the product's loader."""
     run = Path(cfg.train.run_dir)
-    ckpt = latest_checkpoint(run / "detect")
-    if ckpt is None:
-        raise FileNotFoundError(f"no detector checkpoint in {run / 'detect'}: run `python -m training detect` first")
-    payload = read_checkpoint(ckpt)
-    net = ScratchDetector(detector_config(cfg))
-    net.load_state_dict(payload["modules"]["detector"])
+    net, step = trained_network(cfg, "detect", "detector", ScratchDetector(detector_config(cfg)))
     path = save_detector(net, Path(out or run / "detector.pt"), metadata={
-        "purpose": "scratch detector", "preset": cfg.preset, "steps": payload["step"],
+        "purpose": "scratch detector", "preset": cfg.preset, "steps": step,
         "batch_size": cfg.detect.batch_size, "crop": cfg.detect.crop, "threshold": cfg.detect.threshold,
         "training": "python -m training detect (synthetic defects of training/data/degradations.py)"})
     load_detector(path)

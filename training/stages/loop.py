@@ -23,9 +23,10 @@ from ..logger import ProgressBar, ScalarLog, save_grid, tensor_to_u8
 from .common import amp_dtype, use_channels_last
 from .detect import DetectStage
 from .mapping import MappingStage
+from .tone import ToneStage
 from .vae import VAEStage
 
-STAGES = ("vae-a", "vae-b", "mapping", "detect")
+STAGES = ("vae-a", "vae-b", "mapping", "detect", "tone")
 
 
 def build_stage(cfg: Config, ctx: DistContext, name: str, log=print):
@@ -37,11 +38,13 @@ def build_stage(cfg: Config, ctx: DistContext, name: str, log=print):
         return MappingStage(cfg, ctx, log)
     if name == "detect":
         return DetectStage(cfg, ctx, log)
+    if name == "tone":
+        return ToneStage(cfg, ctx, log)
     raise ValueError(f"unknown stage {name!r}; stages: {STAGES}")
 
 
 def stage_config(cfg: Config, name: str):
-    return {"vae-a": cfg.vae_a, "vae-b": cfg.vae_b, "mapping": cfg.mapping, "detect": cfg.detect}[name]
+    return {"vae-a": cfg.vae_a, "vae-b": cfg.vae_b, "mapping": cfg.mapping, "detect": cfg.detect, "tone": cfg.tone}[name]
 
 
 def step_seed(cfg: Config, step: int, rank: int) -> int:

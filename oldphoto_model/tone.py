@@ -1,0 +1,80 @@
+"""Automatic tone: the tone estimator (``archs.tone``) applied to a whole photo.
+
+``estimate_matrix`` takes the scan's tone statistics on a thumbnail made of its intact
+pixels only (a scratch's white or a hole's colour is no tone of the photo) and returns
+the 3 x 4 colour matrix; ``correct_tone`` applies ``strength`` of it (0 = the scan as
+it is, 1 = the full correction). The restore contract runs it on the whole photo,
+never with "only the selected area changes", where the fill must keep the scan's
+own tone (docs/MODEL.md).
+
+Weight file (``netfile`` layout): format "oldphoto-tone-weights", version 1, the
+network under "tone"; the shipped one is ``weights/tone.pt``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .archs.tone import ToneConfig, ToneEstimator, apply_colour_matrix
+from .errors import WeightsError
+from .fill import fill_holes
+from .netfile import load_network, save_network
+
+TONE_FORMAT = "oldphoto-tone-weights"
+TONE_VERSION = 1
+DEFAULT_TONE = Path(__file__).resolve().parent / "weights" / "tone.pt"
+
+
+def save_tone(net: ToneEstimator, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the tone estimator atomically (float32)."""
+    return save_network(net, path, TONE_FORMAT, TONE_VERSION, "tone", metadata)
+
+
+def load_tone(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> ToneEstimator:
+    """Load a tone-estimator file (default: the shipped ``weights/tone.pt``) in eval mode."""
+    p = Path(path) if path is not None else DEFAULT_TONE
+    if path is None and not p.is_file():
+        raise WeightsError(str(p), "no tone-estimator weights in this installation: reinstall the package or "
+                                   "train them with `python -m training tone` (restoring works without them, "
+                                   "with the scan's own tone)")
+    return load_network(p, TONE_FORMAT, TONE_VERSION, "tone", "tone-estimator",
+                        lambda d: ToneEstimator(ToneConfig.from_dict(d)), map_location)
+
+
+def shipped_tone() -> Optional[ToneEstimator]:
+    """The shipped tone estimator, or None when this installation has none."""
+    return load_tone() if DEFAULT_TONE.is_file() else None
+
+
+def thumbnail(x: torch.Tensor, known: Optional[torch.Tensor], side: int) -> torch.Tensor:
+    """(N, C, side, side): the mean of each cell's intact pixels (``known`` (N, 1, H, W),
+    1 = intact, or None); cells without any take the push-pull fill of the others."""
+    if known is None:
+        return F.adaptive_avg_pool2d(x, side)
+    k = F.adaptive_avg_pool2d(known.to(x.dtype), side)
+    t = F.adaptive_avg_pool2d(x * known, side) / k.clamp_min(1e-6)
+    return fill_holes(t, (k > 1e-6).to(x.dtype))
+
+
+@torch.inference_mode()
+def estimate_matrix(x01: torch.Tensor, known: Optional[torch.Tensor], net: ToneEstimator) -> torch.Tensor:
+    """(3, 4) colour matrix for a (1, 3, H, W) photo in [0, 1]."""
+    dev = next(net.parameters()).device
+    t = thumbnail(x01.float(), None if known is None else known.float(), net.config.thumb)
+    return net(t.to(dev).clamp(0, 1))[0].cpu()
+
+
+def correct_tone(x: torch.Tensor, known: Optional[torch.Tensor], net: ToneEstimator,
+                 strength: float) -> torch.Tensor:
+    """x (1, 3, H, W) in [-1, 1] with ``strength`` (0..1) of the estimated correction."""
+    if strength <= 0:
+        return x
+    u = (x + 1) / 2
+    m = estimate_matrix(u, known, net)
+    eye = torch.eye(3, 4)
+    m = eye + (m - eye) * strength
+    return apply_colour_matrix(u, m[None].to(x.dtype)) * 2 - 1
