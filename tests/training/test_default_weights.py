@@ -53,3 +53,25 @@ def test_default_weights_restore_better_than_the_degraded_input(model):
     # lose several dB
     assert np.mean(gain) > 0.0, gain
     assert np.mean(gain_mask) > 4.0, gain_mask
+
+
+def test_shipped_tone_estimator_undoes_a_fade():
+    """The shipped tone estimator: small, made by ``python -m training tone``, loaded by
+    default, and it takes a faded, yellowed, lifted print closer to the original."""
+    import torch
+
+    from oldphoto_model.tone import DEFAULT_TONE, correct_tone, load_tone
+    net = load_tone()
+    assert DEFAULT_TONE.stat().st_size <= 1 << 20
+    assert net.weights_info.metadata["training"].startswith("python -m training tone")
+    assert Restorer(load_model(), "cpu", "fp32").tone is not None        # on by default
+    gains = []
+    for name in sorted(DATA.glob("*_192.png")):
+        clean = np.asarray(Image.open(name).convert("RGB")).astype(np.float32) / 255
+        faded = 0.12 + 0.7 * clean * np.array([1.0, 0.93, 0.72], np.float32)   # lifted, flat, yellowed
+        x = torch.from_numpy(faded).permute(2, 0, 1)[None] * 2 - 1
+        out = (correct_tone(x, None, net, 1.0)[0].permute(1, 2, 0).numpy() + 1) / 2
+        u8 = lambda a: np.clip(np.rint(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
+        gains.append(psnr(u8(out), u8(clean)) - psnr(u8(faded), u8(clean)))
+    print(f"tone estimator on faded crops: {np.round(gains, 2)} dB")
+    assert min(gains) > 1.0, gains
