@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -119,7 +120,10 @@ def discriminator_loss(d_img: nn.Module, real: torch.Tensor, fake: torch.Tensor)
     return 0.5 * (lsgan([[o[-1][:n]] for o in out], True) + lsgan([[o[-1][n:]] for o in out], False))
 
 
-def trained_network(cfg: Config, stage: str, key: str, net: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+NetT = TypeVar("NetT", bound=nn.Module)
+
+
+def trained_network(cfg: Config, stage: str, key: str, net: NetT) -> tuple[NetT, int]:
     """``net`` with the weights of ``RUN_DIR/<stage>/last.pt`` (module ``key``) and that
     checkpoint's step; a clear error when the stage has not run."""
     folder = Path(cfg.train.run_dir) / stage
