@@ -287,17 +287,17 @@ class Restorer:
         y, low_memory = self._network(_pad(filled, ph, pw), None if defect is None else _pad(defect, ph, pw),
                                       progress)
         y = y[:, :, :h, :w].cpu()
-        selection = options.restrict_to_mask and mask is not None
+        selection = mask if options.restrict_to_mask else None
         intact = None if defect is None else 1 - defect
         # the whole photo's tone: the scan's, corrected by the estimator (never in a
         # selection, whose fill must match the untouched scan around it)
         scan = filled
-        if not selection and self.tone is not None and options.auto_tone > 0:
+        if selection is None and self.tone is not None and options.auto_tone > 0:
             scan = correct_tone(filled, intact, self.tone, options.auto_tone)
         if options.detail > 0 or options.tone < 1:
             y = merge(scan, y, defect, options.tone, options.detail, options.sharpen)
-        if selection and mask is not None:
-            y = blend_into(x, y, mask, defect, options.match_tone, filled)
+        if selection is not None:
+            y = blend_into(x, y, selection, defect, options.match_tone, filled)
         else:
             y = lift_blacks(y, scan, intact, options.black_point)
         rgb = (y[0].permute(1, 2, 0).numpy() + 1.0) * (full / 2.0)

@@ -61,11 +61,11 @@ def thumbnail(x: torch.Tensor, known: Optional[torch.Tensor], side: int) -> torc
 
 
 @torch.inference_mode()
-def estimate_matrix(x01: torch.Tensor, known: Optional[torch.Tensor], net: ToneEstimator) -> torch.Tensor:
-    """(3, 4) colour matrix for a (1, 3, H, W) photo in [0, 1]."""
+def estimate_matrix(x: torch.Tensor, known: Optional[torch.Tensor], net: ToneEstimator) -> torch.Tensor:
+    """(3, 4) colour matrix, acting on [0, 1] values, for a (1, 3, H, W) photo in [-1, 1]."""
     dev = next(net.parameters()).device
-    t = thumbnail(x01.float(), None if known is None else known.float(), net.config.thumb)
-    return net(t.to(dev).clamp(0, 1))[0].cpu()
+    t = thumbnail(x.float(), None if known is None else known.float(), net.config.thumb)
+    return net(((t + 1) / 2).to(dev).clamp(0, 1))[0].cpu()
 
 
 def correct_tone(x: torch.Tensor, known: Optional[torch.Tensor], net: ToneEstimator,
@@ -73,8 +73,10 @@ def correct_tone(x: torch.Tensor, known: Optional[torch.Tensor], net: ToneEstima
     """x (1, 3, H, W) in [-1, 1] with ``strength`` (0..1) of the estimated correction."""
     if strength <= 0:
         return x
-    u = (x + 1) / 2
-    m = estimate_matrix(u, known, net)
     eye = torch.eye(3, 4)
-    m = eye + (m - eye) * strength
-    return apply_colour_matrix(u, m[None].to(x.dtype)) * 2 - 1
+    m = eye + (estimate_matrix(x, known, net) - eye) * strength
+    # the same map on [-1, 1] values (u = (x + 1) / 2, out = 2 M u - 1), so the photo
+    # is read once and no full-size [0, 1] copy is made
+    a = m[:, :3]
+    m_pm1 = torch.cat([a, a.sum(1, keepdim=True) + 2 * m[:, 3:] - 1], 1)
+    return apply_colour_matrix(x, m_pm1[None].to(x.dtype))

@@ -60,10 +60,10 @@ def weights_identity(restorer: Restorer) -> dict[str, Any]:
             "short_id": wi.short_id, "metadata": wi.metadata}
 
 
-def detector_identity(detector: Optional[Any]) -> dict[str, Any]:
+def network_identity(net: Optional[Any]) -> dict[str, Any]:
     """File name, sha256, short id and metadata of a helper network's weights (the scratch
     detector's, the tone estimator's; empty if unknown)."""
-    wi = getattr(detector, "weights_info", None)
+    wi = getattr(net, "weights_info", None)
     if wi is None:
         return {}
     return {"name": os.path.basename(wi.path), "sha256": wi.sha256, "short_id": wi.short_id,
@@ -440,7 +440,7 @@ class Server:
         if self.detector is None:
             return {"available": False, "reason": self.detector_problem}
         return {"available": True, "threshold": model_threshold(self.detector), "tile": DEFAULT_TILE,
-                "weights": detector_identity(self.detector)}
+                "weights": network_identity(self.detector)}
 
     def info(self) -> dict[str, Any]:
         """What ``info`` answers: versions, device, weights, limits, options, queue."""
@@ -467,7 +467,7 @@ class Server:
                         for k, (t, d, h) in protocol.OPTIONS.items()},
             "detection": self.detection_info(),
             # the tone estimator behind the auto_tone option (none: auto_tone does nothing)
-            "tone": ({"available": True, "weights": detector_identity(self.restorer.tone)}
+            "tone": ({"available": True, "weights": network_identity(self.restorer.tone)}
                      if self.restorer.tone is not None else {"available": False}),
             "queue": w.queue_state() if w else {"queued": 0, "running": 0},
             "stats": w.stats_snapshot() if w else {},

@@ -190,7 +190,7 @@ def cmd_serve(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     import logging
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    from .app import Server, detector_identity, load_detector_or_reason, precision_name, weights_identity
+    from .app import Server, load_detector_or_reason, network_identity, precision_name, weights_identity
     detector, why = load_detector_or_reason(cfg.detector, restorer.device)
     if detector is None and cfg.detector and cfg.detector.lower() != "none":   # a file named: say so at once
         _err(f"cannot load the scratch detector: {why}")
@@ -205,9 +205,9 @@ def cmd_serve(argv: Sequence[str]) -> int:
     print(f"oldphoto-server listening on {endpoint} | device {restorer.device} "
           f"({precision_name(restorer)}) | weights {wid.get('short_id', '?')} ({wid.get('path', '?')}) "
           f"| protocol {server.info()['protocol']} | Ctrl-C stops", flush=True)
-    print(f"scratch detection: {detector_identity(detector).get('short_id')}" if detector is not None
+    print(f"scratch detection: {network_identity(detector).get('short_id')}" if detector is not None
           else f"scratch detection unavailable ({why}); restoring works as before", flush=True)
-    print(f"automatic tone: {detector_identity(restorer.tone).get('short_id')}" if restorer.tone is not None
+    print(f"automatic tone: {network_identity(restorer.tone).get('short_id')}" if restorer.tone is not None
           else "automatic tone unavailable (no tone estimator installed): auto_tone does nothing", flush=True)
     if server.public_key:
         print(f"CURVE encryption on; clients need the server's public key {server.public_key} "

@@ -23,7 +23,7 @@ def brightening(gain=0.8, offset=0.1):
 def test_untrained_estimator_is_the_identity():
     x = torch.rand(1, 3, 40, 30) * 2 - 1
     net = ToneEstimator().eval()
-    torch.testing.assert_close(estimate_matrix((x + 1) / 2, None, net), torch.eye(3, 4))
+    torch.testing.assert_close(estimate_matrix(x, None, net), torch.eye(3, 4))
     torch.testing.assert_close(correct_tone(x, None, net, 1.0), x, atol=1e-6, rtol=0)
 
 
@@ -110,3 +110,21 @@ def test_restore_applies_auto_tone_to_the_whole_photo_only():
         RestoreOptions(auto_tone=1.5)
     with pytest.raises(ValueError):
         Restorer(model, device="cpu", precision="fp32", tone="mine")
+
+
+def test_thumbnail_is_the_plain_mean_of_each_cells_intact_pixels():
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 24, 32)
+    known = (torch.rand(1, 1, 24, 32) > 0.3).float()
+    known[..., :6, :8] = 0                       # one cell with no intact pixel at all
+    got = thumbnail(x, known, 4)                 # cells of 6 x 8 pixels
+    for i in range(4):
+        for j in range(4):
+            k = known[0, 0, 6 * i:6 * i + 6, 8 * j:8 * j + 8] > 0
+            if not k.any():
+                continue
+            want = x[0, :, 6 * i:6 * i + 6, 8 * j:8 * j + 8][:, k].mean(1)
+            torch.testing.assert_close(got[0, :, i, j], want)
+    # the empty cell takes a value between its neighbours' (the push-pull fill), not 0
+    assert 0.2 < float(got[0, :, 0, 0].min()) and float(got[0, :, 0, 0].max()) < 0.8
+    torch.testing.assert_close(thumbnail(x, None, 4), x.unfold(2, 6, 6).unfold(3, 8, 8).mean((-1, -2)))

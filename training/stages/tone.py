@@ -37,7 +37,7 @@ from ..config import Config
 from ..data.dataset import load_textures, synthetic_photos, to_gray_or_sepia
 from ..data.degradations import degrade
 from ..data.sources import list_images
-from ..dist import DistContext
+from ..dist import DistContext, barrier
 from .common import trained_network, wrap
 
 #: Long side the training photos are decoded at (views are cropped from it).
@@ -59,13 +59,19 @@ def training_photos(cfg: Config) -> list[np.ndarray]:
                                 "`python -m training prepare-data` first (or pass --data.synthetic)")
     out = []
     for p in paths:
-        im = Image.open(p).convert("RGB")
+        im = Image.open(p)
         im.draft("RGB", (LOAD_SIDE, LOAD_SIDE))          # JPEG: decode at a fraction of the size
-        s = LOAD_SIDE / max(im.size)
-        if s < 1:
-            im = im.resize((max(8, round(im.size[0] * s)), max(8, round(im.size[1] * s))), Image.Resampling.BOX)
-        out.append(np.asarray(im))
+        out.append(long_side(np.asarray(im.convert("RGB")), LOAD_SIDE, shrink_only=True))
     return out
+
+
+def long_side(a: np.ndarray, side: int, shrink_only: bool = False) -> np.ndarray:
+    """uint8 HxWx3 resized (box filter) so that its long side is ``side``."""
+    s = side / max(a.shape[:2])
+    if shrink_only and s >= 1:
+        return a
+    size = (max(8, round(a.shape[1] * s)), max(8, round(a.shape[0] * s)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize(size, Image.Resampling.BOX))
 
 
 def make_pair(photo: np.ndarray, rng: np.random.Generator, cfg: Config, textures) -> tuple[np.ndarray, np.ndarray]:
@@ -77,9 +83,7 @@ def make_pair(photo: np.ndarray, rng: np.random.Generator, cfg: Config, textures
     view = photo[y0:y0 + ch, x0:x0 + cw]
     if rng.random() < cfg.data.flip_prob:
         view = view[:, ::-1]
-    s = cfg.tone.view / max(view.shape[:2])
-    view = np.asarray(Image.fromarray(np.ascontiguousarray(view)).resize(
-        (max(8, round(view.shape[1] * s)), max(8, round(view.shape[0] * s))), Image.Resampling.BOX))
+    view = long_side(view, cfg.tone.view)
     clean = np.ascontiguousarray(to_gray_or_sepia(view, rng, cfg.data.gray_prob, cfg.data.sepia_prob))
     degraded, _, mask = degrade(clean, int(rng.integers(2 ** 63)), cfg.degrade, textures, defects=True)
     t = cfg.tone.thumb
@@ -130,6 +134,11 @@ def build_bank(cfg: Config, folder: Path, log=print) -> dict[str, torch.Tensor]:
     return {k: torch.cat([p[k] for p in parts]) for k in ("degraded", "clean")}
 
 
+def train_count(cfg: Config, bank: dict[str, torch.Tensor]) -> int:
+    """Pairs the fit uses: all but the last ``tone.holdout`` of the bank."""
+    return max(1, len(bank["clean"]) - cfg.tone.holdout)
+
+
 class BankSamples(Dataset):
     """``dataset[(step, slot)]``: a random training pair of the bank (floats in [0, 1])."""
 
@@ -154,8 +163,13 @@ class ToneStage:
     def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
         self.cfg, self.ctx, self.name = cfg, ctx, "tone"
         T = cfg.tone
-        bank = build_bank(cfg, Path(cfg.train.run_dir) / "tone" / "bank", log)
-        self.n_train = max(1, len(bank["clean"]) - T.holdout)
+        folder = Path(cfg.train.run_dir) / "tone" / "bank"
+        # made once, by the main rank; the others read the finished chunks
+        bank = build_bank(cfg, folder, log) if ctx.is_main else None
+        barrier(ctx)
+        if bank is None:
+            bank = build_bank(cfg, folder, log)
+        self.n_train = train_count(cfg, bank)
         self.bank = bank
         self.net = ToneEstimator(tone_config(cfg)).to(ctx.device)
         # the features' normalisation: the training pairs' own statistics, stored with the weights
@@ -207,8 +221,7 @@ def export_tone(cfg: Config, out: str | Path | None = None, log=print) -> Path:
     run = Path(cfg.train.run_dir)
     net, step = trained_network(cfg, "tone", "tone", ToneEstimator(tone_config(cfg)))
     bank = build_bank(cfg, run / "tone" / "bank", log)
-    n_train = max(1, len(bank["clean"]) - cfg.tone.holdout)
-    fit, before = held_out_mse(net, bank, n_train)
+    fit, before = held_out_mse(net, bank, train_count(cfg, bank))
     log(f"held-out thumbnails: MSE {fit:.5f} corrected, {before:.5f} as degraded "
         f"({10 * math.log10(before / fit) if fit > 0 else float('inf'):+.2f} dB)")
     path = save_tone(net, Path(out or run / "tone.pt"), metadata={
