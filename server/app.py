@@ -31,6 +31,7 @@ from .peers import MONITOR_EVENTS, Connections, UnreadReplies, mb
 from .protocol import ProtocolError
 from .wire import (
     DTYPE_U8,
+    DTYPE_U16,
     E_BUSY,
     E_CANCELLED,
     E_INTERNAL,
@@ -402,7 +403,8 @@ class Server:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
                 return
             self._send(identity, protocol.reply(req.id, T_OK, width=req.image.shape[1],
-                                                height=req.image.shape[0], channels=req.image.shape[2]),
+                                                height=req.image.shape[0], channels=req.image.shape[2],
+                                                dtype=DTYPE_U16 if req.image.dtype.itemsize == 2 else DTYPE_U8),
                        [frames[1]])
         elif op == protocol.OP_CANCEL:
             state, removed = self._worker.cancel(req.job)
@@ -462,7 +464,7 @@ class Server:
                        "max_unread_total_bytes": c.unread_total_cap},
             "ops": list(OPS),
             "channels": [1, 2, 3, 4],
-            "dtypes": [DTYPE_U8],
+            "dtypes": [DTYPE_U8, DTYPE_U16],
             "options": {k: {"type": t.__name__, "default": d, "help": h}
                         for k, (t, d, h) in protocol.OPTIONS.items()},
             "detection": self.detection_info(),

@@ -22,6 +22,11 @@ from typing import Any, Callable, Optional, Sequence
 from oldphoto_model.atomic import DestinationExists, atomic_write
 
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+#: 16-bit colour (not a Pillow mode: Pillow reads and writes colour in 8 bits only), read
+#: and written through OpenCV when it is installed
+_DEEP_COLOUR = {"RGB;16": 3, "RGBA;16": 4}
+#: output formats that store 16 bits per channel
+_DEEP_FORMATS = ("PNG", "TIFF")
 _GLOB_CHARS = "*?["
 #: a restore: (image H x W x C, mask H x W or None, progress(fraction, stage), should_cancel())
 #: -> (result array, where it ran)
@@ -66,12 +71,32 @@ def bits_per_channel(im: Any) -> int:
     return 8
 
 
+def _cv2() -> Any:
+    """OpenCV when installed (the ``eval`` extra), else None: the reader and writer of 16-bit colour."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def holds_16bit(path: Path) -> bool:
+    """Does the output file's format store 16 bits per channel (PNG, TIFF)?"""
+    try:
+        return output_format(Path(path)) in _DEEP_FORMATS
+    except PathProblem:
+        return False
+
+
 def _target_mode(im: Any, path: str, keep_16bit: bool = False) -> str:
     """The mode an image is restored in: its own when the model takes it, else an 8-bit
-    conversion; 16-bit gray stays 16-bit ("I;16") with ``keep_16bit`` (the in-process
-    restore takes uint16), else it is 8-bit like 16-bit RGB, which Pillow itself reads
-    as 8-bit; ValueError for floating-point images."""
+    conversion. With ``keep_16bit`` (the restore takes uint16 and the output stores 16
+    bits) 16-bit gray stays 16-bit ("I;16") and 16-bit colour too ("RGB;16", "RGBA;16")
+    when OpenCV is there to read it; otherwise both are 8-bit (Pillow reads 16-bit
+    colour as 8 bits). ValueError for floating-point images."""
     mode = im.mode
+    if mode in ("RGB", "RGBA") and keep_16bit and bits_per_channel(im) == 16 and _cv2() is not None:
+        return mode + ";16"
     if mode in _MODES:
         return mode
     if mode in _DEEP_GRAY:
@@ -98,24 +123,41 @@ def _gray16(im: Any, path: str) -> Any:
     return a.astype(np.uint16)
 
 
+def _read_colour16(path: str, channels: int) -> Any:
+    """A 16-bit RGB(A) file as uint16 H x W x C, through OpenCV (which gives BGR(A))."""
+    import numpy as np
+    cv2 = _cv2()
+    a = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if a is None or a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] != channels:
+        raise ValueError(f"{path}: OpenCV could not read it as 16-bit colour with {channels} channels")
+    order = [2, 1, 0, 3][:channels]
+    return np.ascontiguousarray(a[:, :, order])
+
+
 def read_image(path: str, keep_16bit: bool = False):
-    """-> (array H x W x C, Pillow mode, save kwargs that keep metadata): uint8, or
-    uint16 for 16-bit gray with ``keep_16bit`` (mode "I;16"). 8-bit modes other than
-    L/LA/RGB/RGBA are converted (with a note); otherwise 16-bit gray and RGB(A) are both
-    restored in 8 bits and say so; floating point is refused."""
+    """-> (array H x W x C, mode, save kwargs that keep metadata): uint8, or with
+    ``keep_16bit`` uint16 for 16-bit gray (mode "I;16") and for 16-bit colour when
+    OpenCV is installed ("RGB;16", "RGBA;16"). 8-bit modes other than L/LA/RGB/RGBA are
+    converted (with a note); 16-bit photos restored in 8 bits say so and why; floating
+    point is refused."""
     import numpy as np
     from PIL import Image
     im = _open(path)
     bits = bits_per_channel(im)
+    target = _target_mode(im, path, keep_16bit)
+    if target in _DEEP_COLOUR:
+        im.close()
+        _note(f"note: {path} has 16 bits per channel; restored in 16 bits")
+        return _read_colour16(path, _DEEP_COLOUR[target]), target, {}
     im.load()
     keep = {k: im.info[k] for k in ("icc_profile", "dpi") if k in im.info}
-    target = _target_mode(im, path, keep_16bit)
     if target == "I;16":
         _note(f"note: {path} has 16 bits per channel; restored in 16 bits")
         return np.ascontiguousarray(_gray16(im, path)[:, :, None]), target, keep
     if bits > 8:
-        why = ("Pillow reads 16-bit color as 8 bits" if im.mode not in _DEEP_GRAY
-               else "16 bits are kept only by --in-process" if not keep_16bit else "")
+        why = ("the result's format stores 8 bits" if not keep_16bit
+               else "Pillow reads 16-bit color as 8 bits; install opencv-python-headless to keep 16 bits"
+               if im.mode not in _DEEP_GRAY else "")
         _note(f"note: {path} has 16 bits per channel; restored in 8 bits (the result is an 8-bit "
               f"{target} image{'; ' + why if why else ''})")
     elif target != im.mode:
@@ -183,7 +225,10 @@ def check_output(path: Path, overwrite: bool, mode: Optional[str] = None, source
             raise PathProblem(f"{path} is the input file: choose another OUT or pass --overwrite")
         raise PathProblem(f"{path} already exists: choose another OUT or pass --overwrite to replace it")
     fmt = output_format(path)
-    if mode is not None:
+    if mode in _DEEP_COLOUR:
+        if fmt not in _DEEP_FORMATS:
+            raise PathProblem(f"{path}: {fmt} cannot store 16-bit colour; write PNG or TIFF")
+    elif mode is not None:
         from PIL import Image
         kw = _save_kwargs(path, fmt, mode, {})
         try:   # a 1-pixel trial: formats that cannot hold this mode say so now, not after the work
@@ -199,6 +244,12 @@ def write_image(path: str, arr, mode: str, keep: dict, overwrite: bool = False) 
     from PIL import Image
     p = Path(path)
     fmt = output_format(p)
+    if mode in _DEEP_COLOUR:
+        ok, data = _cv2().imencode(".png" if fmt == "PNG" else ".tif", arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])
+        if not ok:
+            raise OSError(f"{path}: OpenCV could not encode the 16-bit result")
+        atomic_write(p, lambda f: f.write(data.tobytes()), overwrite=overwrite, make_parents=False)
+        return
     kw = _save_kwargs(p, fmt, mode, keep)
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)   # the mode follows the array
     if img.mode != mode:
@@ -404,7 +455,8 @@ def run_jobs(jobs: "list[Job]", restore: RestoreFn, *, overwrite: bool,
     """Restore ``jobs`` one after the other with ``restore(image, mask, progress, should_cancel)``
     -> (result array, where it ran). A photo that fails is recorded and the batch goes on;
     an exception of the ``fatal`` types (no server) ends it, as ``stopped_by``. ``keep_16bit``:
-    ``restore`` takes uint16 (in-process), so 16-bit gray photos keep their bits. Ctrl-C cancels
+    ``restore`` takes uint16, so 16-bit photos keep their bits where the output format
+    stores them (``read_image``). Ctrl-C cancels
     the running photo and ends the batch with ``interrupted`` set. ``on_done(job, where, seconds)`` after each photo."""
     result = BatchResult()
     bar = BatchProgress(len(jobs), stream)
@@ -419,7 +471,7 @@ def run_jobs(jobs: "list[Job]", restore: RestoreFn, *, overwrite: bool,
                 continue
             t = time.monotonic()
             try:
-                image, mode, keep = read_image(str(job.src), keep_16bit)
+                image, mode, keep = read_image(str(job.src), keep_16bit and holds_16bit(job.dst))
                 check_output(job.dst, overwrite, mode)
                 h, w = image.shape[:2]
                 mask = read_mask(str(job.mask), (w, h)) if job.mask else None

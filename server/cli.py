@@ -27,7 +27,7 @@ from . import batch
 from .batch import Job, read_image, read_mask, write_image
 from .client import DEFAULT_ADDRESS, Client, ClientError, ServerUnavailable
 from .config import ServerConfig, config_fields
-from .wire import AddressError, check_address
+from .wire import DTYPE_U8, DTYPE_U16, AddressError, check_address
 
 SUBCOMMANDS = ("serve", "info", "restore", "detect", "demo")
 EXIT_USAGE, EXIT_NO_SERVER, EXIT_FAILED, EXIT_INTERRUPTED = 2, 3, 1, 130
@@ -264,7 +264,8 @@ def restore_parser() -> argparse.ArgumentParser:
                     "One file: IN OUT. Many: folders, files or quoted patterns ('album/*.jpg') and an OUT "
                     "folder; photos already restored there are skipped, so after Ctrl-C the same command "
                     "continues. Reads PNG, JPEG, TIFF and what else Pillow handles and keeps the image mode "
-                    "(16-bit photos are restored and written in 8 bits, with a note). Results are written "
+                    "(16-bit photos keep 16 bits in PNG and TIFF results; 16-bit colour needs OpenCV; else 8 bits, "
+                    "with a note). Results are written "
                     "atomically (never half-written).")
     p.add_argument("inputs", metavar="IN", nargs="+", help="photo, folder of photos, or pattern")
     p.add_argument("output", metavar="OUT", help="result file, or folder for several photos")
@@ -313,7 +314,7 @@ def _plan(ns: argparse.Namespace) -> "tuple[list[Job], bool]":
         if ns.mask and ns.detect:
             raise batch.PathProblem("--mask and --detect: give the mask, or let the detector find the "
                                     "scratches, not both")
-        batch.check_output(dst, ns.overwrite, batch.peek_mode(str(src), ns.in_process), source=src)
+        batch.check_output(dst, ns.overwrite, batch.peek_mode(str(src), batch.holds_16bit(dst)), source=src)
         return [Job(src, dst, Path(ns.mask) if ns.mask else None)], False
     jobs = batch.plan(ns.inputs, ns.output, ns.mask, ns.ext, ns.recursive)
     Path(ns.output).mkdir(exist_ok=True)
@@ -322,7 +323,6 @@ def _plan(ns: argparse.Namespace) -> "tuple[list[Job], bool]":
 
 def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Optional[batch.RestoreFn]":
     """The restore step shared by every photo: one model in this process, or one client."""
-    import numpy as np
     options = restore_options(ns)
     if ns.in_process:
         restorer = _load_or_explain(ns.weights, ns.device, ns.precision)
@@ -353,15 +353,26 @@ def _restorer_fn(ns: argparse.Namespace, stack: contextlib.ExitStack) -> "Option
         _require_detection(client, ns.address)
 
     def remote(image, mask, progress, should_cancel):
-        h, w, c = image.shape
-        data, meta = client.restore(image.tobytes(), w, h, c, mask=None if mask is None else mask.tobytes(),
-                                    options=options, progress=progress, should_cancel=should_cancel,
-                                    detect=ns.detect and mask is None)
+        out, meta = remote_restore(client, image, mask, options=options, progress=progress,
+                                   should_cancel=should_cancel, detect=ns.detect and mask is None)
         where = f"via {ns.address} on {meta.get('device')}"
         if meta.get("mask_source") == "detected":
             where += f", {_flagged(meta.get('flagged', 0.0))}"
-        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, c), where
+        return out, where
     return remote
+
+
+def remote_restore(client: Client, image: Any, mask: Any, **kw: Any) -> "tuple[Any, dict]":
+    """``client.restore`` of an H x W x C uint8 or uint16 array (16 bits go as the wire's
+    little-endian u16) -> (result array of the same shape and dtype, reply meta)."""
+    import numpy as np
+    h, w, c = image.shape
+    wide = image.dtype == np.uint16
+    data, meta = client.restore(image.astype("<u2").tobytes() if wide else image.tobytes(), w, h, c,
+                                mask=None if mask is None else mask.tobytes(),
+                                dtype=DTYPE_U16 if wide else DTYPE_U8, **kw)
+    out = np.frombuffer(data, dtype="<u2" if wide else np.uint8).reshape(h, w, c)
+    return out.astype(image.dtype, copy=False), meta
 
 
 def _flagged(share: float) -> str:
@@ -387,7 +398,7 @@ def _restore(ns: argparse.Namespace) -> int:
         if restore is None:
             return EXIT_USAGE
         result = batch.run_jobs(jobs, restore, overwrite=ns.overwrite, skip_existing=many and not ns.overwrite,
-                                fatal=(ServerUnavailable,), on_done=done, keep_16bit=ns.in_process)
+                                fatal=(ServerUnavailable,), on_done=done, keep_16bit=True)
     if many:
         print(result.summary(len(jobs)), flush=True)
     elif result.failed:
@@ -509,7 +520,6 @@ def demo_output(src: Path, home: Optional[Path] = None) -> Path:
 
 def cmd_demo(argv: Sequence[str]) -> int:
     """Restore a sample end to end and write the result. Returns the exit status."""
-    import numpy as np
     p = argparse.ArgumentParser(
         prog="oldphoto-server demo",
         description="Restore a sample photo end to end: through a running server if one answers, "
@@ -551,17 +561,15 @@ def cmd_demo(argv: Sequence[str]) -> int:
             endpoint = server.start()
             client = Client(endpoint, timeout=3600.0)
             via = f"a server started here at {endpoint}"
-        image, mode, _ = read_image(str(src))
-        h, w, c = image.shape
-        mask = read_mask(str(mask_file), (w, h)) if mask_file else None
         if not ns.out:
             out_path = demo_output(src)
+        image, mode, _ = read_image(str(src), batch.holds_16bit(out_path))
+        h, w, c = image.shape
+        mask = read_mask(str(mask_file), (w, h)) if mask_file else None
         batch.check_output(out_path, ns.overwrite, mode, source=src)
         print(f"restoring {src} ({w}x{h}) through {via}", flush=True)
         with client:
-            data, meta = client.restore(image.tobytes(), w, h, c, mask=None if mask is None else mask.tobytes(),
-                                        progress=progress_printer())
-        out = np.frombuffer(data, dtype=np.uint8).reshape(h, w, c)
+            out, meta = remote_restore(client, image, mask, progress=progress_printer())
         write_image(str(out_path), out, mode, {}, overwrite=ns.overwrite)
     except (ValueError, OSError, ClientError) as e:
         _err(str(e))

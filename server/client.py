@@ -36,6 +36,7 @@ try:   # inside the server package; the installer copies wire.py as oldphoto_wir
     from .wire import *  # noqa: F401,F403  (the protocol's names, written once in wire.py)
     from .wire import (
         DEFAULT_ADDRESS,
+        DTYPE_BYTES,
         DTYPE_U8,
         E_ADDRESS,
         E_CANCELLED,
@@ -69,6 +70,7 @@ except (ImportError, ValueError):   # Python 3 / Python 2 without a parent packa
     from oldphoto_wire import *  # type: ignore  # noqa: F401,F403
     from oldphoto_wire import (  # type: ignore
         DEFAULT_ADDRESS,
+        DTYPE_BYTES,
         DTYPE_U8,
         E_ADDRESS,
         E_CANCELLED,
@@ -150,11 +152,11 @@ class TooLarge(ClientError):
         ClientError.__init__(self, E_TOO_LARGE, msg)
 
 
-def size_problem(width, height, channels, has_mask, limits, header_bytes=0):
+def size_problem(width, height, channels, has_mask, limits, header_bytes=0, sample_bytes=1):
     """What in a ``width`` x ``height`` x ``channels`` image (and mask) the server's
     ``limits`` (info's map) refuse, as text; "" when it fits or the limits are unknown.
     The server's own rules (docs/protocol.md): each side, the pixel count, each
-    frame and the whole message."""
+    frame and the whole message. ``sample_bytes``: 2 for 16-bit pixels."""
     def limit(name):
         v = limits.get(name) if isinstance(limits, dict) else None
         return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
@@ -165,9 +167,10 @@ def size_problem(width, height, channels, has_mask, limits, header_bytes=0):
         return "a side of %d pixels is more than %d" % (max(width, height), side)
     if pixels is not None and n > pixels:
         return "%d pixels are more than %d" % (n, pixels)
-    if frame is not None and n * channels > frame:
-        return "the pixels take %d bytes, more than the %d of one message frame" % (n * channels, frame)
-    total = header_bytes + n * channels + (n if has_mask else 0)
+    data = n * channels * sample_bytes
+    if frame is not None and data > frame:
+        return "the pixels take %d bytes, more than the %d of one message frame" % (data, frame)
+    total = header_bytes + data + (n if has_mask else 0)
     if message is not None and total > message:
         return "the request takes %d bytes, more than the %d of one message" % (total, message)
     return ""
@@ -499,37 +502,45 @@ class Client(object):
             self._limits = dict((_text(k), v) for k, v in limits.items()) if isinstance(limits, dict) else {}
         return self._limits
 
-    def check_size(self, width, height, channels, has_mask=False):
+    def check_size(self, width, height, channels, has_mask=False, dtype=DTYPE_U8):
         """Raise TooLarge when the server would refuse (or silently drop) an image of
         this size; asks the server's limits first (``info``)."""
         limits = self.limits()
-        problem = size_problem(int(width), int(height), int(channels), has_mask, limits, 1024)
+        problem = size_problem(int(width), int(height), int(channels), has_mask, limits, 1024,
+                               DTYPE_BYTES.get(dtype, 1))
         if problem:
             raise TooLarge(self.address, int(width), int(height), int(channels), limits, problem)
 
-    def _image_request(self, op, pixels, width, height, channels, mask, options):
+    def supports_dtype(self, dtype):
+        """Whether the server takes pixels of ``dtype`` (``info``'s ``dtypes``)."""
+        return dtype == DTYPE_U8 or dtype in [_text(d) for d in (self.info().get("dtypes") or [])]
+
+    def _image_request(self, op, pixels, width, height, channels, mask, options, dtype=DTYPE_U8):
         width, height, channels = int(width), int(height), int(channels)
         if channels not in (1, 2, 3, 4):
             raise ClientError(E_CLIENT_INPUT, "channels must be 1..4, got %d" % channels)
-        n = _buffer_len(pixels)
-        if n != width * height * channels:
-            raise ClientError(E_CLIENT_INPUT, "pixels hold %d bytes, %dx%dx%d needs %d"
-                              % (n, width, height, channels, width * height * channels))
+        if dtype not in DTYPE_BYTES:
+            raise ClientError(E_CLIENT_INPUT, "dtype must be one of %s, got %r" % (sorted(DTYPE_BYTES), dtype))
+        n, need = _buffer_len(pixels), width * height * channels * DTYPE_BYTES[dtype]
+        if n != need:
+            raise ClientError(E_CLIENT_INPUT, "pixels hold %d bytes, %dx%dx%d %s needs %d"
+                              % (n, width, height, channels, dtype, need))
         frames = [pixels]
         header = {"op": op, "width": width, "height": height, "channels": channels,
-                  "dtype": DTYPE_U8, "mask": mask is not None, "options": dict(options or {})}
+                  "dtype": dtype, "mask": mask is not None, "options": dict(options or {})}
         if mask is not None:
             if _buffer_len(mask) != width * height:
                 raise ClientError(E_CLIENT_INPUT, "mask holds %d bytes, %dx%d needs %d"
                                   % (_buffer_len(mask), width, height, width * height))
             frames.append(mask)
-        self.check_size(width, height, channels, mask is not None)
+        self.check_size(width, height, channels, mask is not None, dtype)
         return header, frames
 
     def restore(self, pixels, width, height, channels, mask=None, options=None,
-                progress=None, should_cancel=None, detect=False):
-        """Restore a layer: ``pixels`` are u8 rows of ``width`` x ``channels`` bytes
-        (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA); ``mask`` u8 width x height, 255 =
+                progress=None, should_cancel=None, detect=False, dtype=DTYPE_U8):
+        """Restore a layer: ``pixels`` are rows of ``width`` x ``channels`` samples
+        (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) of ``dtype`` (``DTYPE_U8``, or ``DTYPE_U16``,
+        little-endian, when ``supports_dtype`` says the server takes it); ``mask`` u8 width x height, 255 =
         defect, or None. ``options``: ``mask_threshold`` (int, default 128),
         ``restrict_to_mask`` (bool: only the selection changes). ``detect``: without a
         mask, the server finds the scratches itself (``info()["detection"]`` says whether
@@ -539,7 +550,7 @@ class Client(object):
         ``(result_bytes, meta)``, result in the same layout as ``pixels``."""
         self._ensure_server()
         header, frames = self._image_request(OP_RESTORE, pixels, width, height, channels,
-                                             mask, options)
+                                             mask, options, dtype)
         if detect:
             header["detect"] = True
         h, fr = self._run_job(header, frames, progress, should_cancel)

@@ -86,13 +86,13 @@ class ServerConfig:
 
     @property
     def max_frame_bytes(self) -> int:
-        """Largest frame a valid request can hold (an RGBA image at the pixel limit)."""
-        return self.max_pixels * 4
+        """Largest frame a valid request can hold (a 16-bit RGBA image at the pixel limit)."""
+        return self.max_pixels * 8
 
     @property
     def max_message_bytes(self) -> int:
-        """Largest whole request: header, RGBA pixels and mask at the pixel limit."""
-        return self.max_header_bytes + self.max_pixels * 5
+        """Largest whole request: header, 16-bit RGBA pixels and mask at the pixel limit."""
+        return self.max_header_bytes + self.max_pixels * 9
 
     @property
     def unread_cap(self) -> int:

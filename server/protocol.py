@@ -16,6 +16,7 @@ from oldphoto_model import InputError, RestoreOptions
 
 from .config import ServerConfig
 from .wire import (
+    DTYPE_BYTES,
     DTYPE_U8,
     E_BAD_OPTION,
     E_FRAME_COUNT,
@@ -159,8 +160,10 @@ def _options(raw: Any, rid: Any) -> dict[str, Any]:
 def _image(header: dict, frames: Sequence, cfg: ServerConfig, rid: Any
            ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     dtype = header.get("dtype", DTYPE_U8)
-    if dtype != DTYPE_U8:
-        raise ProtocolError(E_UNSUPPORTED, f"dtype {clip(dtype)} is not supported (only 'u8')", rid)
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
+        raise ProtocolError(E_UNSUPPORTED, f"dtype {clip(dtype)} is not supported (only "
+                            f"{', '.join(repr(d) for d in DTYPE_BYTES)})", rid)
+    size = DTYPE_BYTES[dtype]
     w, h, c = (_int_field(header, k, rid) for k in ("width", "height", "channels"))
     if c not in (1, 2, 3, 4):
         raise ProtocolError(E_UNSUPPORTED, f"channels must be 1 (gray), 2 (gray+alpha), 3 (RGB) "
@@ -179,10 +182,13 @@ def _image(header: dict, frames: Sequence, cfg: ServerConfig, rid: Any
         raise ProtocolError(E_FRAME_COUNT, f"expected {want} frame(s) after the header "
                             f"(pixels{', mask' if has_mask else ''}), got {len(frames)}", rid)
     pix = memoryview(frames[0])
-    if pix.nbytes != w * h * c:
+    if pix.nbytes != w * h * c * size:
         raise ProtocolError(E_SIZE_MISMATCH, f"pixel frame holds {pix.nbytes} bytes, "
-                            f"{w}x{h}x{c} u8 needs {w * h * c}", rid)
-    image = np.frombuffer(pix, dtype=np.uint8).reshape(h, w, c)
+                            f"{w}x{h}x{c} {dtype} needs {w * h * c * size}", rid)
+    # u16 is little-endian on the wire; the model takes native uint16 (no copy on
+    # little-endian machines)
+    image = (np.frombuffer(pix, dtype=np.uint8) if size == 1
+             else np.frombuffer(pix, dtype="<u2").astype(np.uint16, copy=False)).reshape(h, w, c)
     mask = None
     if has_mask:
         mv = memoryview(frames[1])

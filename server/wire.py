@@ -69,6 +69,10 @@ ERROR_CODES = (E_MALFORMED, E_FRAME_COUNT, E_SIZE_MISMATCH, E_UNSUPPORTED, E_TOO
                E_OOM, E_CANCELLED, E_INTERNAL, E_SOCKET_TYPE, E_NO_DETECTOR)
 
 DTYPE_U8 = "u8"
+#: 16 bits per sample, little-endian (16-bit scans keep their depth through a restore)
+DTYPE_U16 = "u16"
+#: bytes per sample of each pixel dtype
+DTYPE_BYTES = {DTYPE_U8: 1, DTYPE_U16: 2}
 
 # limits
 MAX_ID_LEN = 128                  # request and job ids

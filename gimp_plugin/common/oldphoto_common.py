@@ -249,9 +249,13 @@ class Host(object):
     #: width, height, channels (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA), layer name
     width = height = channels = 0
     name = ""
+    #: bytes per sample the layer holds: 2 for a 16-bit (or deeper) image, which then
+    #: travels in 16 bits when the server takes them
+    sample_bytes = 1
 
-    def read_pixels(self):
-        """The whole layer as u8 bytes, H x W x channels."""
+    def read_pixels(self, sample_bytes=1):
+        """The whole layer as H x W x channels samples of ``sample_bytes`` (1: u8, 2:
+        u16 little-endian, the wire's order)."""
         raise NotImplementedError
 
     def selection_mask(self):
@@ -265,9 +269,10 @@ class Host(object):
     def should_cancel(self):
         return False
 
-    def add_layer(self, name, pixels):
+    def add_layer(self, name, pixels, sample_bytes=1):
         """Insert a new layer (same size, offsets and type) above the active one, in one
-        undo group; on failure leave nothing behind and raise."""
+        undo group, its pixels as ``read_pixels`` gives them; on failure leave nothing
+        behind and raise."""
         raise NotImplementedError
 
     def set_selection(self, mask):
@@ -385,16 +390,24 @@ def mode_text(options, has_selection, detection_offered=False):
             "(select the scratches first to have them inpainted).")
 
 
-def request_for(host, options, crop_plan):
+def read_layer(host, sample_bytes):
+    """The host's layer pixels at ``sample_bytes`` per sample, their length checked."""
+    w, h, c = host.width, host.height, host.channels
+    pixels = host.read_pixels(sample_bytes) if sample_bytes != 1 else host.read_pixels()
+    if len(pixels) != w * h * c * sample_bytes:
+        raise PluginError("Read %d bytes from the layer, expected %d."
+                          % (len(pixels), w * h * c * sample_bytes), "input")
+    return pixels
+
+
+def request_for(host, options, crop_plan, sample_bytes=1):
     """Plan what to send: (pixels, mask, region, server options). ``crop_plan`` is
     oldphoto_client.crop_plan (selection box -> region with context)."""
     opts = options_from(options)
     w, h, c = host.width, host.height, host.channels
     if not (w > 0 and h > 0 and 1 <= c <= 4):
         raise PluginError("The active layer is empty or of an unsupported type.", "input")
-    pixels = host.read_pixels()
-    if len(pixels) != w * h * c:
-        raise PluginError("Read %d bytes from the layer, expected %d." % (len(pixels), w * h * c), "input")
+    pixels = read_layer(host, sample_bytes)
     mask = host.selection_mask() if opts["use_selection"] else None
     server_opts = {}
     region = (0, 0, w, h)
@@ -420,7 +433,8 @@ def run(host, options, client_module=None):
     opts = options_from(options)
     address = opts["server_address"]
     cm = client_module or import_client()
-    pixels, mask, region, server_opts = request_for(host, opts, cm.crop_plan)
+    size = 2 if getattr(host, "sample_bytes", 1) == 2 else 1
+    pixels, mask, region, server_opts = request_for(host, opts, cm.crop_plan, size)
     w, h, c = host.width, host.height, host.channels
     rx, ry, rw, rh = region
     client = None
@@ -428,9 +442,12 @@ def run(host, options, client_module=None):
     try:
         client = cm.Client(address, server_key=opts["server_key"] or None)
         client.ping()
+        if size == 2 and not client.supports_dtype("u16"):
+            size, pixels = 1, read_layer(host, 1)     # a server that takes 8 bits only
         # a server without detection restores without a mask (its dialog hides the option)
         detect = bool(server_opts.pop("detect_scratches", False)) and detection_offered(client.info())
-        sent = pixels if region == (0, 0, w, h) else crop(pixels, w, c, rx, ry, rw, rh)
+        px = c * size     # bytes per pixel
+        sent = pixels if region == (0, 0, w, h) else crop(pixels, w, px, rx, ry, rw, rh)
         sent_mask = None if mask is None else crop(mask, w, 1, rx, ry, rw, rh)
 
         def on_progress(fraction, stage=None):
@@ -438,24 +455,29 @@ def run(host, options, client_module=None):
                           progress_text(stage) if stage else None)
 
         kw = {"detect": True} if detect else {}     # only then: an older client lacks the argument
+        if size == 2:
+            kw["dtype"] = "u16"
         result, _meta = client.restore(sent, rw, rh, c, mask=sent_mask, options=server_opts,
                                        progress=on_progress, should_cancel=host.should_cancel, **kw)
     except Exception as e:   # every failure becomes a message; nothing was made yet
         raise describe_error(e, cm, address)
     finally:
         close_quietly(client)
-    if len(result) != rw * rh * c:
+    if len(result) != rw * rh * px:
         raise PluginError("The server returned %d bytes, expected %d; the image is unchanged."
-                          % (len(result), rw * rh * c), "error")
+                          % (len(result), rw * rh * px), "error")
     if region == (0, 0, w, h):
         out = result
     else:
         out = bytearray(pixels)
-        paste(out, w, c, rx, ry, rw, rh, result)
+        paste(out, w, px, rx, ry, rw, rh, result)
         out = bytes(out)
     host.progress(0.97, "Adding the restored layer...")
     name = layer_name(host.name)
-    host.add_layer(name, out)
+    if size == 2:
+        host.add_layer(name, out, 2)
+    else:
+        host.add_layer(name, out)
     host.progress(1.0, None)
     return name
 

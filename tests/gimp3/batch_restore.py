@@ -12,6 +12,7 @@ from gi.repository import Gegl, Gimp, Gio
 
 D = "/mnt/oldphoto/"
 FORMATS = {1: "Y' u8", 2: "Y'A u8", 3: "R'G'B' u8", 4: "R'G'B'A u8"}
+FORMATS16 = {c: f.replace("u8", "u16") for c, f in FORMATS.items()}
 TYPES = {1: Gimp.ImageType.GRAY_IMAGE, 2: Gimp.ImageType.GRAYA_IMAGE,
          3: Gimp.ImageType.RGB_IMAGE, 4: Gimp.ImageType.RGBA_IMAGE}
 pdb = Gimp.get_pdb()
@@ -36,6 +37,8 @@ def build(case, i):
         layer = image.get_layers()[0]
     else:
         image = Gimp.Image.new(W, H, Gimp.ImageBaseType.GRAY if c <= 2 else Gimp.ImageBaseType.RGB)
+        if case.get("deep"):    # a 16-bit image (a scan kept in 16 bits)
+            image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
         # a background below, so "above the active layer" is observable
         bg = Gimp.Layer.new(image, "background", W, H, TYPES[1 if c <= 2 else 3], 100.0,
                             Gimp.LayerMode.NORMAL)
@@ -45,7 +48,8 @@ def build(case, i):
         image.insert_layer(layer, None, 0)
         layer.set_offsets(*case["offsets"])
         buf = layer.get_buffer()
-        buf.set(Gegl.Rectangle.new(0, 0, lw, lh), FORMATS[c], list(open(D + "photo_%d.raw" % i, "rb").read()))
+        buf.set(Gegl.Rectangle.new(0, 0, lw, lh), (FORMATS16 if case.get("deep") else FORMATS)[c],
+                list(open(D + "photo_%d.raw" % i, "rb").read()))
         buf.flush()
     if case.get("indexed"):
         image.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 16,
@@ -56,7 +60,9 @@ def build(case, i):
         sb = sel.get_buffer()
         # channels of 8-bit perceptual images store Y'; select_item copies the raw values
         # into the (linear "Y u8") selection; the test checks this read-back
-        sb.set(Gegl.Rectangle.new(0, 0, W, H), "Y' u8", list(open(D + "selection_%d.raw" % i, "rb").read()))
+        # (channels of 16-bit images store linear Y: written as such, the values go in unchanged)
+        sb.set(Gegl.Rectangle.new(0, 0, W, H), "Y u8" if case.get("deep") else "Y' u8",
+               list(open(D + "selection_%d.raw" % i, "rb").read()))
         sb.flush()
         image.select_item(Gimp.ChannelOps.REPLACE, sel)
         image.remove_channel(sel)
@@ -70,7 +76,8 @@ def build(case, i):
 def run_case(case, i):
     out = {}
     image, layer = build(case, i)
-    fmt = FORMATS[case["channels"]] if not case.get("indexed") else "R'G'B'A u8"
+    fmt = ((FORMATS16 if case.get("deep") else FORMATS)[case["channels"]] if not case.get("indexed")
+           else "R'G'B'A u8")
     original = read(layer, fmt)
     open(D + "original_%d.raw" % i, "wb").write(original)
     before = [l.get_id() for l in image.get_layers()]

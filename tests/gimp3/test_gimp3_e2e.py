@@ -151,11 +151,18 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
     cases.append(dict(channels=3, canvas=[96, 72], layer_size=[96, 72], offsets=[0, 0], selection=True,
                       args={"server-address": server.address, "tone": 1.0, "detail": 0.5}))
     expect.append(("restrict", img6, sel6, sel6))
+    # 7: a 16-bit RGB image: the layer travels in 16 bits and the new layer holds them
+    img7, scr7 = photo(60, 80, 3, 7)
+    img7 = img7.astype(np.uint16) * 257 + np.random.default_rng(7).integers(0, 257, img7.shape).astype(np.uint16)
+    sel7 = scratch_selection(scr7, (60, 80), (0, 0))
+    cases.append(dict(channels=3, canvas=[80, 60], layer_size=[80, 60], offsets=[0, 0], selection=True,
+                      deep=True, args={"server-address": server.address}))
+    expect.append(("restrict", img7, sel7, sel7))
 
     for i, ((_, img, _m, sel), case) in enumerate(zip(expect, cases)):
         case["procedure"] = common.PROCEDURE
         if not case.get("png"):
-            (share / f"photo_{i}.raw").write_bytes(img.tobytes())
+            (share / f"photo_{i}.raw").write_bytes(img.tobytes())      # u16: the machine's order, as babl's
         if sel is not None:
             (share / f"selection_{i}.raw").write_bytes(sel.tobytes())
 
@@ -190,7 +197,7 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
         assert new["offsets"] == out["original_offsets"] and new["size"] == out["original_size"]
         assert len(out["layer_names"]) == out["n_layers_before"] + 1
         h, w = img.shape[:2]
-        got = np.frombuffer((share / f"new_{i}.raw").read_bytes(), np.uint8).reshape(img.shape)
+        got = np.frombuffer((share / f"new_{i}.raw").read_bytes(), img.dtype).reshape(img.shape)
         if kind == "restrict":
             from server.client import crop_plan
             ys, xs = np.nonzero(mask)
@@ -207,6 +214,8 @@ def test_restore_in_real_gimp3(gimp_ready, server, tmp_path):
         assert np.array_equal(got, want), (
             f"case {i}: new layer differs from the server's result at {int((got != want).sum())} values")
         assert not np.array_equal(got, img), f"case {i}: nothing was restored"
+        if case.get("deep"):      # the restored pixels are 16-bit values, not 8-bit ones scaled up
+            assert np.count_nonzero(got[mask > 0] % 257) > 0.5 * np.count_nonzero(mask), f"case {i}"
 
 
 def test_missing_pyzmq_in_real_gimp3(gimp_ready, tmp_path):

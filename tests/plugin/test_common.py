@@ -272,3 +272,47 @@ def test_restore_tuning_sent_only_when_changed():
         with pytest.raises(common.PluginError) as e:
             common.options_from(bad)
         assert e.value.kind == "input" and dict((o[0], o[3]) for o in common.OPTIONS)[list(bad)[0]] in e.value.message
+
+
+class _DeepHost(_Host):
+    """A 16-bit layer: u16 little-endian samples, or u8 when asked for 8 bits."""
+    sample_bytes = 2
+
+    def __init__(self, img16, mask):
+        h, w, c = img16.shape
+        _Host.__init__(self, w, h, c, None, mask)
+        self.img16, self.added = img16, None
+
+    def read_pixels(self, sample_bytes=1):
+        if sample_bytes == 2:
+            return self.img16.astype("<u2").tobytes()
+        return np.rint(self.img16 / 257.0).astype(np.uint8).tobytes()
+
+    def add_layer(self, name, pixels, sample_bytes=1):
+        self.added = (pixels, sample_bytes)
+
+
+@pytest.mark.parametrize("server_takes_u16", [True, False])
+def test_16_bit_layers_travel_in_16_bits(server, monkeypatch, server_takes_u16):
+    """A 16-bit layer goes to the server as u16 and the new layer gets 16-bit pixels; a
+    server that takes 8 bits only gets (and gives back) 8 bits."""
+    from gimp_plugin.testing.server_process import reference
+    from server import client
+    monkeypatch.setitem(sys.modules, "oldphoto_client", client)
+    if not server_takes_u16:
+        monkeypatch.setattr(client.Client, "supports_dtype", lambda self, d: d == "u8")
+    rng = np.random.default_rng(9)
+    img = rng.integers(0, 65536, (30, 40, 3), dtype=np.uint16)
+    host = _DeepHost(img, None)
+    common.run(host, {"server_address": server.address})
+    pixels, size = host.added
+    if server_takes_u16:
+        assert size == 2
+        got = np.frombuffer(pixels, "<u2").reshape(img.shape)
+        np.testing.assert_array_equal(got, reference(server.weights, img))
+        assert np.count_nonzero(got % 257) > got.size // 2
+    else:
+        eight = np.rint(img / 257.0).astype(np.uint8)
+        assert size == 1
+        np.testing.assert_array_equal(np.frombuffer(pixels, np.uint8).reshape(img.shape),
+                                      reference(server.weights, eight))

@@ -104,32 +104,67 @@ def write_png16(path: Path, arr: np.ndarray) -> None:
                      + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def _read16(path: Path) -> np.ndarray:
+    """A 16-bit result as uint16 H x W x C (gray through Pillow, colour through OpenCV)."""
+    im = Image.open(path)
+    if im.mode == "I;16":
+        return np.asarray(im)[:, :, None]
+    cv2 = pytest.importorskip("cv2")
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return a[:, :, [2, 1, 0, 3][:a.shape[2]]]
+
+
 @pytest.mark.parametrize("via", ["server", "in-process"])
 @pytest.mark.parametrize("channels", [1, 3], ids=["gray16", "rgb16"])
-def test_16_bit_photos_say_what_happened_and_keep_16_bits_in_process(address, weights_path, reference, tmp_path,
-                                                                    capsys, via, channels):
-    """Through the server (8-bit wire format) 16-bit gray and RGB are both restored in
-    8 bits, with a note; in-process 16-bit gray keeps its 16 bits (the restore contract
-    takes uint16), 16-bit RGB cannot (Pillow reads it as 8 bits) and says so."""
+def test_16_bit_photos_keep_16_bits(address, weights_path, reference, tmp_path, capsys, via, channels):
+    """A 16-bit scan written as PNG or TIFF keeps its 16 bits through the server (the
+    wire's u16) and in-process: the same as the restore contract on the uint16 array.
+    Colour needs OpenCV (Pillow reads and writes colour in 8 bits only)."""
+    if channels == 3:
+        pytest.importorskip("cv2")
     rng = np.random.default_rng(channels)
     deep = rng.integers(0, 65536, (24, 20, channels) if channels == 3 else (24, 20), dtype=np.uint16)
+    src = tmp_path / "scan.png"
+    write_png16(src, deep)
+    want = reference.restore(deep.reshape(24, 20, channels))
+    for ext in ("png", "tif"):
+        dst = tmp_path / f"out.{ext}"
+        args = ["restore", str(src), str(dst)]
+        args += ["--address", address] if via == "server" else ["--in-process", "--weights", str(weights_path),
+                                                                "--device", "cpu", "--precision", "fp32"]
+        assert main(args) == 0
+        assert f"{src} has 16 bits per channel; restored in 16 bits" in capsys.readouterr().err
+        got = _read16(dst)
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(got, want)
+        assert np.count_nonzero(got % 257) > got.size // 2       # not an 8-bit result scaled up
+
+
+@pytest.mark.parametrize("channels", [1, 3], ids=["gray16", "rgb16"])
+def test_16_bit_photos_into_8_bit_formats_say_so(address, reference, tmp_path, capsys, channels):
+    """A JPEG holds 8 bits: the photo is restored in 8 bits and a note says why."""
+    rng = np.random.default_rng(channels)
+    deep = rng.integers(0, 65536, (24, 20, channels) if channels == 3 else (24, 20), dtype=np.uint16)
+    src, dst = tmp_path / "scan.png", tmp_path / "out.jpg"
+    write_png16(src, deep)
+    assert main(["restore", str(src), str(dst), "--address", address]) == 0
+    err = capsys.readouterr().err
+    assert f"{src} has 16 bits per channel; restored in 8 bits" in err
+    assert "the result's format stores 8 bits" in err
+    assert Image.open(dst).mode == ("RGB" if channels == 3 else "L")
+
+
+def test_16_bit_colour_without_opencv_says_what_to_install(address, reference, tmp_path, capsys, monkeypatch):
+    from server import batch
+    monkeypatch.setattr(batch, "_cv2", lambda: None)
+    deep = np.random.default_rng(3).integers(0, 65536, (24, 20, 3), dtype=np.uint16)
     src, dst = tmp_path / "scan.png", tmp_path / "out.png"
     write_png16(src, deep)
-    args = ["restore", str(src), str(dst)]
-    args += ["--address", address] if via == "server" else ["--in-process", "--weights", str(weights_path),
-                                                            "--device", "cpu", "--precision", "fp32"]
-    assert main(args) == 0
+    assert main(["restore", str(src), str(dst), "--address", address]) == 0
     err = capsys.readouterr().err
-    out = Image.open(dst)
-    if channels == 1 and via == "in-process":
-        assert f"{src} has 16 bits per channel; restored in 16 bits" in err
-        assert out.mode == "I;16"
-        np.testing.assert_array_equal(np.asarray(out), reference.restore(deep))
-        return
     assert f"{src} has 16 bits per channel; restored in 8 bits" in err
-    assert ("Pillow reads 16-bit color as 8 bits" if channels == 3 else "only by --in-process") in err
-    assert out.mode == ("RGB" if channels == 3 else "L")
-    # 8 bits as Pillow reads 16-bit RGB (the high byte); gray scaled to the same range
-    eight = (deep >> 8).astype(np.uint8) if channels == 3 else np.rint(deep / 257.0).astype(np.uint8)
-    np.testing.assert_array_equal(np.asarray(out).reshape(24, 20, channels),
-                                  reference.restore(eight.reshape(24, 20, channels)))
+    assert "install opencv-python-headless to keep 16 bits" in err
+    out = np.asarray(Image.open(dst))
+    assert out.dtype == np.uint8
+    # 8 bits as Pillow reads 16-bit RGB (the high byte)
+    np.testing.assert_array_equal(out, reference.restore((deep >> 8).astype(np.uint8)))

@@ -175,15 +175,15 @@ def _replies(s: zmq.Socket, n: int) -> list:
 
 
 def test_a_jobs_result_counts_as_unread_from_its_acceptance(own_server):
-    srv = own_server(max_pixels=10_000, max_side=1000, max_unread_bytes=40_000)   # one 100x100 RGBA
+    srv = own_server(max_pixels=10_000, max_side=1000, max_unread_bytes=80_000)   # one 100x100 16-bit RGBA
     ctx = zmq.Context()
     s = _silent_dealer(ctx, srv.endpoint)
     try:
         img = random_image(13, 100, 100, 3)
         s.send_multipart([pack({"v": V, "op": "restore", "id": "r", "width": 100, "height": 100,
                                 "channels": 3}), img.tobytes()])
-        s.send_multipart([pack({"v": V, "op": "echo", "id": "e", "width": 100, "height": 40,
-                                "channels": 3}), bytes(12_000)])                     # 30 + 12 KB > 40 KB
+        s.send_multipart([pack({"v": V, "op": "echo", "id": "e", "width": 100, "height": 90,
+                                "channels": 3, "dtype": "u16"}), bytes(54_000)])     # 30 + 54 KB > 80 KB
         replies = {h["id"]: h for h in _replies(s, 4) if h["type"] in ("ok", "error")}
         while "r" not in replies:
             replies.update((h["id"], h) for h in _replies(s, 1) if h["type"] in ("ok", "error"))

@@ -43,6 +43,32 @@ def test_round_trip_matches_in_process(address, reference, channels, with_mask):
         np.testing.assert_array_equal(out[..., -1], img[..., -1])   # alpha untouched
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4], ids=["gray", "rgb", "rgba"])
+def test_16_bit_pixels_keep_their_depth(address, reference, channels):
+    """dtype u16 (little-endian on the wire): the result comes back in 16 bits, the
+    same as the in-process restore of the uint16 array, not a scaled 8-bit one."""
+    h, w = 29, 34
+    img = (random_image(20 + channels, h, w, channels).astype(np.uint16) * 257
+           + np.random.default_rng(channels).integers(0, 257, (h, w, channels))).astype(np.uint16)
+    mask = random_mask(channels, h, w)
+    with Client(address, timeout=60) as cl:
+        assert cl.supports_dtype("u16")
+        data, meta = cl.restore(img.astype("<u2").tobytes(), w, h, channels, mask=mask.tobytes(), dtype="u16")
+    out = np.frombuffer(data, "<u2").reshape(h, w, channels)
+    assert meta["dtype"] == "u16"
+    np.testing.assert_array_equal(out, reference.restore(img, mask))
+    assert np.count_nonzero(out % 257) > out.size // 2          # values between the 8-bit steps
+    if channels == 4:
+        np.testing.assert_array_equal(out[..., 3], img[..., 3])
+
+
+def test_16_bit_pixels_of_the_wrong_size_are_refused(address):
+    with Client(address, timeout=10) as cl:
+        with pytest.raises(Exception) as e:
+            cl.restore(bytes(10 * 10 * 3), 10, 10, 3, dtype="u16")   # u8-sized frame
+    assert "u16 needs 600" in str(e.value)
+
+
 def test_mask_changes_the_result(address):
     img = random_image(5, 40, 40, 3)
     a, _ = _restore(address, img)

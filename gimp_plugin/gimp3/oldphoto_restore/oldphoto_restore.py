@@ -2,6 +2,7 @@
 # -*- coding: utf-8 -*-
 """GIMP 3 plug-in: Filters > Enhance > Restore Old Photo... and Select Scratches...
 (host glue only; the logic is in oldphoto_common, the protocol in oldphoto_client)."""
+import array
 import os
 import sys
 
@@ -16,6 +17,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oldphoto_common as common  # noqa: E402  (standard library only)
 
 _FORMATS = {1: "Y' u8", 2: "Y'A u8", 3: "R'G'B' u8", 4: "R'G'B'A u8"}
+#: the same, 16 bits per sample (babl's u16 is in the machine's byte order)
+_FORMATS16 = {c: f.replace("u8", "u16") for c, f in _FORMATS.items()}
+_EIGHT_BIT = ("U8_LINEAR", "U8_NON_LINEAR", "U8_PERCEPTUAL")
+
+
+def _format(channels, sample_bytes):
+    return (_FORMATS16 if sample_bytes == 2 else _FORMATS)[channels]
+
+
+def _wire_order(data, sample_bytes):
+    """u16 samples between the machine's byte order and the wire's little-endian."""
+    if sample_bytes != 2 or sys.byteorder == "little":
+        return bytes(data)
+    a = array.array("H", bytes(data))
+    a.byteswap()
+    return a.tobytes()
 
 
 class _Host(common.Host):
@@ -25,11 +42,14 @@ class _Host(common.Host):
         self.channels = (1 if layer.is_gray() else 3) + (1 if layer.has_alpha() else 0)
         self.name = layer.get_name()
         self.offsets = tuple(layer.get_offsets()[-2:])
+        # 16-bit, 32-bit and floating-point images travel in 16 bits (when the server takes them)
+        eight = [getattr(Gimp.Precision, n) for n in _EIGHT_BIT if hasattr(Gimp.Precision, n)]
+        self.sample_bytes = 1 if image.get_precision() in eight else 2
 
-    def read_pixels(self):
+    def read_pixels(self, sample_bytes=1):
         rect = Gegl.Rectangle.new(0, 0, self.width, self.height)
-        data = self.layer.get_buffer().get(rect, 1.0, _FORMATS[self.channels], Gegl.AbyssPolicy.NONE)
-        return bytes(data)
+        data = self.layer.get_buffer().get(rect, 1.0, _format(self.channels, sample_bytes), Gegl.AbyssPolicy.NONE)
+        return _wire_order(data, sample_bytes)
 
     def selection_mask(self):
         if Gimp.Selection.is_empty(self.image):
@@ -45,7 +65,7 @@ class _Host(common.Host):
             Gimp.progress_set_text(text)
         Gimp.progress_update(fraction)
 
-    def add_layer(self, name, pixels):
+    def add_layer(self, name, pixels, sample_bytes=1):
         image, src = self.image, self.layer
         layer = Gimp.Layer.new(image, name, self.width, self.height, src.type(), 100.0,
                                Gimp.LayerMode.NORMAL)
@@ -57,8 +77,8 @@ class _Host(common.Host):
             layer.set_offsets(*self.offsets)
             buf = layer.get_buffer()
             # bytes go in as they are (a list of ints would cost ~10x the time)
-            buf.set(Gegl.Rectangle.new(0, 0, self.width, self.height), _FORMATS[self.channels],
-                    bytes(pixels))
+            buf.set(Gegl.Rectangle.new(0, 0, self.width, self.height), _format(self.channels, sample_bytes),
+                    _wire_order(pixels, sample_bytes))
             buf.flush()
             layer.update(0, 0, self.width, self.height)
         except Exception:
