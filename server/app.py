@@ -402,9 +402,11 @@ class Server:
             if why is not None:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
                 return
-            self._send(identity, protocol.reply(req.id, T_OK, width=req.image.shape[1],
-                                                height=req.image.shape[0], channels=req.image.shape[2],
-                                                dtype=DTYPE_U16 if req.image.dtype.itemsize == 2 else DTYPE_U8),
+            image = req.image
+            assert image is not None        # parse_request gives echo its pixels
+            self._send(identity, protocol.reply(req.id, T_OK, width=image.shape[1], height=image.shape[0],
+                                                channels=image.shape[2],
+                                                dtype=DTYPE_U16 if image.dtype.itemsize == 2 else DTYPE_U8),
                        [frames[1]])
         elif op == protocol.OP_CANCEL:
             state, removed = self._worker.cancel(req.job)
