@@ -10,11 +10,16 @@ grain):
     out = low(y) * tone + low(x) * (1 - tone)
         + high(x) * g * (1 + sharpen * g) * detail + high(y) * (1 - detail)   (outside the defects)
 
-with ``g`` = max(0, 1 - (k sigma)^2 / local energy of high(x)), a Wiener gain: sigma
-is the scan's noise level (robust, from its finest band); edges and texture, which
-stand well above the noise, pass (and are steepened by ``sharpen``: the scan came
-in blurred); flat areas' grain and noise are attenuated. ``tone = 1``, ``detail = 0``
-give the network's result unchanged.
+with ``g`` = max(0, 1 - (k sigma)^2 / local energy of high(x)), a Wiener gain taken
+separately on the high band's luma and its two colour differences (an orthonormal
+opponent basis: colour noise, such as an autochrome's dye grains, is mostly in the
+colour differences, an image's texture mostly in luma, so each is gated by its own
+noise level and multiple ``k``), and with sigma a noise-level function of
+brightness (grain and noise of a print or film are stronger in some tones than in
+others: one level for the whole photo gated the dark foliage and lettering of real
+scans away as noise). Edges and texture that stand above the noise pass (and are
+steepened by ``sharpen``: the scan came in blurred); flat areas' grain and noise are
+attenuated. ``tone = 1``, ``detail = 0`` give the network's result unchanged.
 
 On the defects the pre-filled scan (its harmonic fill, ``fill.harmonic_fill``)
 stands, shifted by the smooth change the merge made around them
@@ -36,9 +41,14 @@ from .fill import box_blur, smooth_offset
 #: Split between the low and the high band: a double (2r+1)^2 box, about a Gaussian
 #: of sigma 2.8 px (the network's softening reaches about this far).
 BAND_RADIUS = 3
-#: Noise multiple below which the scan's high band counts as noise (measured on the
-#: evaluation set, docs/MODEL.md).
-NOISE_MULTIPLE = 1.5
+#: Noise multiples below which the scan's high band counts as noise, in luma and in
+#: the colour differences (chosen on the evaluation set and the real old photos,
+#: docs/MODEL.md: a larger luma multiple measures slightly higher PSNR and wipes
+#: real scans' fine texture and small lettering away).
+NOISE_MULTIPLE = 1.1
+CHROMA_MULTIPLE = 2.0
+#: Brightness bins of the noise-level function (equal pixel counts).
+NOISE_BINS = 8
 #: Default steepening of the scan's strong edges (the ``sharpen`` of ``merge``): the
 #: round value that made the result as sharp as the scan it came from on the evaluation
 #: set (0.66; with the black-point correction on top, 0.69: docs/MODEL.md).
@@ -53,19 +63,91 @@ def low_pass(x: torch.Tensor, radius: int = BAND_RADIUS) -> torch.Tensor:
     return box_blur(box_blur(x, radius), radius)
 
 
+def _sample_step(numel: int, most: float = 4e6) -> int:
+    """Stride (in each direction) of a regular sample of at most ~``most`` of ``numel`` pixels."""
+    return max(1, int((numel / most) ** 0.5 + 0.999))
+
+
+#: Pixels the noise-level function is estimated on, at most (a regular sample beyond:
+#: 32 k per brightness bin keep each median within about 1 %, and sorting all of a
+#: large photo's pixels by brightness cost more than the rest of the merge).
+NOISE_SAMPLE = 1 << 18
+
+
 def noise_sigma(x: torch.Tensor) -> float:
     """Robust noise level of an image: 1.4826 * median |x - 3x3 double box blur|
     (over every pixel up to 4 MP, over a regular sample of them beyond)."""
     d = (x - low_pass(x, 1)).abs()
-    step = max(1, int((d[0, 0].numel() / 4e6) ** 0.5 + 0.999))
+    step = _sample_step(d[0, 0].numel())
     return 1.4826 * float(d[..., ::step, ::step].flatten().median())
 
 
-def wiener_gain(high: torch.Tensor, sigma: float, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
+def noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BINS) -> torch.Tensor:
+    """Per-pixel noise level of a one-channel image ``x`` (1, 1, H, W) as a function of
+    ``level`` (1, 1, H, W, e.g. its local brightness): ``noise_sigma``'s robust estimate
+    within each of ``bins`` brightness bins of equal pixel count, interpolated
+    linearly between the bins' median brightness (constant beyond the outer ones).
+    ``bins = 1``: one level everywhere, ``noise_sigma``'s. Estimated on at most
+    ``NOISE_SAMPLE`` pixels of a regular grid."""
+    step = _sample_step(x[0, 0].numel(), NOISE_SAMPLE)
+    d = (x - low_pass(x, 1)).abs()[..., ::step, ::step].flatten()   # (the full-size blur keeps d exact)
+    lv = level[..., ::step, ::step].flatten()
+    if bins <= 1 or d.numel() < 2 * bins:
+        return torch.full_like(x, 1.4826 * float(d.median()))
+    order = lv.argsort()
+    centres, sigmas = [], []
+    for part in order.tensor_split(bins):
+        centres.append(float(lv[part].median()))
+        sigmas.append(1.4826 * float(d[part].median()))
+    c = torch.tensor(centres, dtype=x.dtype)
+    s = torch.tensor(sigmas, dtype=x.dtype)
+    keep = torch.cat([torch.tensor([True]), c[1:] > c[:-1] + 1e-6])   # flat photos: one bin
+    c, s = c[keep], s[keep]
+    if c.numel() == 1:
+        return torch.full_like(x, float(s[0]))
+    v = level.clamp(float(c[0]), float(c[-1]))
+    hi = torch.searchsorted(c, v.contiguous()).clamp(1, c.numel() - 1)
+    t = (v - c[hi - 1]) / (c[hi] - c[hi - 1])
+    return s[hi - 1] + (s[hi] - s[hi - 1]) * t
+
+
+def wiener_gain(high: torch.Tensor, sigma: torch.Tensor | float, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
     """Per-pixel gain in [0, 1] of a band: 1 where its local energy stands far above
-    (multiple * sigma)^2, 0 where it does not exceed it."""
+    (multiple * sigma)^2, 0 where it does not exceed it (sigma: a number or a map)."""
     energy = low_pass(high * high, EDGE_RADIUS)
     return (1 - (multiple * sigma) ** 2 / energy.clamp_min(1e-12)).clamp_min(0)
+
+
+#: Orthonormal opponent basis (rows): luma-like mean, red - green, (red + green) / 2 - blue.
+_OPPONENT = torch.tensor([[3 ** -0.5, 3 ** -0.5, 3 ** -0.5],
+                          [2 ** -0.5, -(2 ** -0.5), 0.0],
+                          [6 ** -0.5, 6 ** -0.5, -2 * 6 ** -0.5]])
+
+
+def denoised_detail(x: torch.Tensor, high: torch.Tensor, sharpen: float,
+                    multiple: float = NOISE_MULTIPLE, chroma_multiple: float = CHROMA_MULTIPLE,
+                    bins: int = NOISE_BINS) -> torch.Tensor:
+    """``high`` (the scan x's high band) with its noise gated out and its edges
+    steepened: per opponent component (luma and two colour differences; any other
+    channel count is gated as it is, one multiple for all), high * g * (1 + sharpen * g)
+    with the Wiener gain g against the noise-level function of the component over
+    the luma's local brightness."""
+    multiples: tuple[float, ...]
+    if x.shape[1] == 3:
+        basis = _OPPONENT.to(x.dtype)
+        xo = torch.einsum("ij,njhw->nihw", basis, x)
+        ho = torch.einsum("ij,njhw->nihw", basis, high)
+        multiples = (multiple, chroma_multiple, chroma_multiple)
+    else:
+        basis, xo, ho = None, x, high
+        multiples = (multiple,) * x.shape[1]
+    brightness = low_pass(xo[:, :1], EDGE_RADIUS)
+    parts = []
+    for c, m in enumerate(multiples):
+        g = wiener_gain(ho[:, c:c + 1], noise_level(xo[:, c:c + 1], brightness, bins), m)
+        parts.append(ho[:, c:c + 1] * g * (1 + sharpen * g))
+    out = torch.cat(parts, 1)
+    return out if basis is None else torch.einsum("ji,njhw->nihw", basis, out)
 
 
 def photo_weight(defect: Optional[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
@@ -78,7 +160,7 @@ def photo_weight(defect: Optional[torch.Tensor], shape: tuple[int, ...]) -> torc
 
 
 def merge(x: torch.Tensor, y: torch.Tensor, defect: Optional[torch.Tensor], tone: float, detail: float,
-          sharpen: float = SHARPEN, radius: int = BAND_RADIUS, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
+          sharpen: float = SHARPEN, radius: int = BAND_RADIUS) -> torch.Tensor:
     """The two-band merge (module docstring).
 
     x: the scan with its defects pre-filled; y: the network's result; defect:
@@ -92,8 +174,7 @@ def merge(x: torch.Tensor, y: torch.Tensor, defect: Optional[torch.Tensor], tone
     toned = y + (1 - tone) * (low_x - low_y)
     out = toned
     if detail > 0:
-        g = wiener_gain(high_x, noise_sigma(x), multiple)
-        out = out + detail * (high_x * g * (1 + sharpen * g) - (y - low_y))
+        out = out + detail * (denoised_detail(x, high_x, sharpen) - (y - low_y))
     if defect is None or not bool((defect > 0.5).any()):
         return out
     photo = photo_weight(defect, x.shape)

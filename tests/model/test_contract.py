@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from oldphoto_model import InputError, RestoreOptions, Restorer
-from oldphoto_model.bands import low_pass, merge, noise_sigma, photo_weight
+from oldphoto_model.bands import denoised_detail, low_pass, merge, noise_level, noise_sigma, photo_weight
 from oldphoto_model.fill import box_blur, fill_holes, harmonic_fill, smooth_offset
 from oldphoto_model.pipeline import blend_into
 
@@ -143,6 +143,65 @@ def test_noise_level_estimate():
     for sigma in (0.02, 0.1):
         est = noise_sigma(sigma * torch.randn(1, 1, 128, 128))
         assert 0.5 * sigma < est < 1.5 * sigma
+
+
+def test_noise_level_follows_brightness():
+    """Grain stronger in the bright half than in the dark one: the noise-level function
+    gives each half its own level (one level for the photo sits in between)."""
+    torch.manual_seed(3)
+    level = torch.zeros(1, 1, 128, 128)
+    level[..., 64:] = 1.0
+    x = level * 0.6 + torch.where(level > 0.5, 0.08, 0.01) * torch.randn(1, 1, 128, 128)
+    s = noise_level(x, level)
+    assert 0.005 < float(s[..., :64].mean()) < 0.015
+    assert 0.06 < float(s[..., 64:].mean()) < 0.10
+    one = noise_level(x, level, bins=1)
+    assert torch.allclose(one, torch.full_like(x, noise_sigma(x)))
+    # a flat photo (one brightness) gives one level, no division by an empty bin
+    flat = noise_level(x, torch.zeros_like(x))
+    assert bool(torch.isfinite(flat).all()) and float(flat.std()) == 0.0
+
+
+def _plain_noise_level(x, level, bins):
+    """The noise-level function over every pixel, no sampling (the reference)."""
+    d = (x - low_pass(x, 1)).abs().flatten()
+    lv = level.flatten()
+    parts = lv.argsort().tensor_split(bins)
+    c = torch.tensor([float(lv[p].median()) for p in parts])
+    s = torch.tensor([1.4826 * float(d[p].median()) for p in parts])
+    return np.interp(level.flatten().numpy(), c.numpy(), s.numpy()).reshape(x.shape)
+
+
+def test_noise_level_sampling_matches_every_pixel():
+    """Beyond 4 MP the levels come from a regular sample: close to all pixels'."""
+    torch.manual_seed(4)
+    h = w = 2100
+    level = torch.linspace(0, 1, w).expand(1, 1, h, w).contiguous()
+    x = level + (0.01 + 0.05 * level) * torch.randn(1, 1, h, w)
+    fast = noise_level(x, level).numpy()
+    ref = _plain_noise_level(x, level, 8)
+    assert np.abs(fast - ref).max() < 0.05 * ref.max()
+
+
+def test_denoised_detail_keeps_luma_texture_and_removes_colour_noise():
+    torch.manual_seed(5)
+    yy = torch.arange(96.0).view(1, 1, 96, 1).expand(1, 1, 96, 96)
+    stripes = 0.06 * torch.sin(yy * 2.2)                         # fine gray texture, right half
+    stripes = torch.where(torch.arange(96) >= 48, stripes, torch.zeros(()))
+    x = 0.5 + stripes.expand(1, 3, 96, 96) + 0.02 * torch.randn(1, 3, 96, 96)
+    high = x - low_pass(x)
+    out = denoised_detail(x, high, sharpen=0.0)
+    chroma = lambda t: t - t.mean(1, keepdim=True)               # noqa: E731
+    assert float(chroma(out).pow(2).mean()) < 0.2 * float(chroma(high).pow(2).mean())
+    luma_in, luma_out = high.mean(1)[..., 8:-8, 56:-8], out.mean(1)[..., 8:-8, 56:-8]
+    kept = float((luma_in * luma_out).sum() / (luma_in * luma_in).sum())
+    assert kept > 0.5          # (a luma multiple of 2 keeps 0.13 of it)
+    # no gate (multiples 0) and no sharpening: the band comes back as it went in
+    assert torch.allclose(denoised_detail(x, high, 0.0, multiple=0.0, chroma_multiple=0.0), high, atol=1e-5)
+    # a gray photo has no colour differences: none appear, nothing is NaN
+    g = x.mean(1, keepdim=True).expand(1, 3, 96, 96)
+    gout = denoised_detail(g, g - low_pass(g), sharpen=0.4)
+    assert bool(torch.isfinite(gout).all()) and float(chroma(gout).abs().max()) < 1e-5
 
 
 def test_detail_option_is_the_scans_structure_outside_the_mask(restorer):
