@@ -14,9 +14,12 @@ SIZE = 512
 
 #: name -> (original size, shapes): ("line", width, points...) or ("box", x0, y0, x1, y1)
 MASKS = {
-    # Migrant Mother: a hairline scratch across the tent, top right, and dust specks
-    "ddcolor_09": ((1000, 1247), [("line", 6, (853, 16), (803, 84), (754, 152)),
-                                  ("box", 879, 15, 887, 24), ("box", 889, 252, 897, 262)]),
+    # Migrant Mother: a crease across the tent, top right (its two dark edges), and dust specks
+    # (drawn from just below the print's black frame line: a selection reaching into the
+    # white margin above would be filled with the margin's white)
+    "ddcolor_09": ((1000, 1247), [("line", 6, (849, 22), (803, 84), (754, 152)),
+                                  ("line", 6, (888, 22), (842, 84), (780, 172)),
+                                  ("box", 879, 19, 887, 26), ("box", 889, 252, 897, 262)]),
     # the archive's "SHORPY" mark burnt into the scan (a rectangle selection)
     "ddcolor_12": ((1000, 696), [("box", 25, 660, 76, 678)]),
     "ddcolor_07": ((1000, 553), [("box", 931, 512, 971, 528)]),
