@@ -29,11 +29,19 @@ def _reflect_rows(n: int, lo: int, hi: int, device) -> torch.Tensor:
     return torch.where(idx >= n, 2 * (n - 1) - idx, idx)
 
 
+def _padding(conv: nn.Conv2d | nn.ConvTranspose2d) -> tuple[int, int]:
+    """conv.padding as (rows, columns)."""
+    padding = conv.padding
+    if isinstance(padding, str):    # 'same'/'valid': the band arithmetic needs numbers
+        raise TypeError(f"string padding {padding!r} is not supported")
+    return (padding[0], padding[1]) if isinstance(padding, tuple) else (padding, padding)
+
+
 def _conv_banded(x: torch.Tensor, conv: nn.Conv2d, reflect: int, band_elems: int) -> torch.Tensor:
     """conv(ReflectionPad2d(reflect)(x)) in row bands (the conv's own zero padding kept)."""
     kh = conv.kernel_size[0]
     sh = conv.stride[0]
-    ph, pw = conv.padding if isinstance(conv.padding, tuple) else (conv.padding, conv.padding)
+    ph, pw = _padding(conv)
     n, c, h, w = x.shape
     hp = h + 2 * reflect + 2 * ph                      # rows after both paddings
     ho = (hp - kh) // sh + 1
@@ -58,13 +66,14 @@ def _conv_banded(x: torch.Tensor, conv: nn.Conv2d, reflect: int, band_elems: int
                               memory_format=torch.channels_last if x.is_contiguous(
                                   memory_format=torch.channels_last) and c > 1 else torch.contiguous_format)
         out[:, :, o0:o1] = y
+    assert out is not None          # ho > rows_per_band, so the loop ran
     return out
 
 
 def _convT_banded(x: torch.Tensor, conv: nn.ConvTranspose2d, band_elems: int) -> torch.Tensor:
     """ConvTranspose2d in bands of input rows; each band's output rows that depend
     only on rows inside the band (plus a halo) are kept."""
-    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    k, s, p = conv.kernel_size[0], conv.stride[0], _padding(conv)[0]
     n, c, h, w = x.shape
     ho = (h - 1) * s - 2 * p + k + conv.output_padding[0]
     rows_per_band = max(1, band_elems // max(1, c * w))
@@ -85,6 +94,7 @@ def _convT_banded(x: torch.Tensor, conv: nn.ConvTranspose2d, band_elems: int) ->
                               memory_format=torch.channels_last if x.is_contiguous(
                                   memory_format=torch.channels_last) else torch.contiguous_format)
         out[:, :, o0:o1] = y
+    assert out is not None          # h > rows_per_band, so the loop ran
     return out
 
 
@@ -139,11 +149,12 @@ def lean_forward(module: nn.Module, x: torch.Tensor, band_elements: int = DEFAUL
         owned = _owned
         while i < len(layers):
             layer = layers[i]
-            if isinstance(layer, nn.ReflectionPad2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Conv2d):
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, nn.ReflectionPad2d) and isinstance(following, nn.Conv2d):
                 pad = layer.padding
                 if len(set(pad)) != 1:
                     raise ValueError(f"asymmetric padding {pad} is not supported")
-                x = _conv_banded(x, layers[i + 1], pad[0], band_elements)
+                x = _conv_banded(x, following, pad[0], band_elements)
                 tick()
                 owned, i = True, i + 2
                 continue

@@ -181,8 +181,10 @@ class Restorer:
         self.device = select_device(device)
         self.dtype = select_precision(self.device, precision)
         self.attention = attention
-        # NHWC: oneDNN / cuDNN's fast kernels (3.6x on the 3-channel first conv in fp32 here)
-        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        # NHWC: oneDNN / cuDNN's fast kernels (3.6x on the 3-channel first conv in fp32 here);
+        # Module.to takes memory_format, torch's overloads of it do not list it
+        on_device = model.eval().to(self.device)
+        self.model: RestorationModel = on_device.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.multiple = model.config.multiple
 
     def _autocast(self):

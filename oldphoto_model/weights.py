@@ -210,5 +210,6 @@ def load_model(path: str | os.PathLike | None = None, map_location: str | torch.
         raise WeightsError(name, f"network {part!r} cannot be loaded: {type(e).__name__}: "
                                  f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     model.eval()
-    model.weights_info = WeightsInfo(path=name, sha256=_sha256(p), config=config, metadata=metadata)
+    # an attribute the model class does not declare (nn.Module's typing allows only tensors and modules)
+    setattr(model, "weights_info", WeightsInfo(path=name, sha256=_sha256(p), config=config, metadata=metadata))
     return model

@@ -254,17 +254,19 @@ class Server:
         poller.register(self._events, zmq.POLLIN)
         poller.register(self._monitor, zmq.POLLIN)
         monitor, connections, worker = self._monitor, self.connections, self._worker
+        router, events = self._router, self._events
         assert monitor is not None and connections is not None and worker is not None   # bind() made them
+        assert router is not None and events is not None
         next_sweep = time.monotonic()
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(100))   # wake up regularly to see stop()
                 if monitor in ready:             # before requests: they look their connection up
                     _drain(monitor, connections.monitor_event)
-                if self._events in ready:
-                    _drain(self._events, self._forward)
-                if self._router in ready:
-                    _drain(self._router, self._receive)
+                if events in ready:
+                    _drain(events, self._forward)
+                if router in ready:
+                    _drain(router, self._receive)
                 if time.monotonic() >= next_sweep:
                     connections.sweep(worker.identities_with_jobs())
                     next_sweep = time.monotonic() + _SWEEP_S
@@ -277,15 +279,17 @@ class Server:
         stuck = False
         w = self._worker
         if w is not None and self._router is not None:
+            events = self._events
+            assert events is not None       # bind() made it before the worker
             queued, running = w.stop(wait=False)
             for job in queued:
                 self._send(job.identity, protocol.error_reply(
                     job.request_id, E_CANCELLED, "the server is shutting down", job=job.id))
             deadline = time.monotonic() + self.config.shutdown_grace
             while w.is_alive() and time.monotonic() < deadline and not self._hurry.is_set():
-                if self._events.poll(50):     # the running job's own final reply among them
-                    _drain(self._events, self._forward)
-            _drain(self._events, self._forward)
+                if events.poll(50):     # the running job's own final reply among them
+                    _drain(events, self._forward)
+            _drain(events, self._forward)
             stuck = w.is_alive()
             if stuck and running is not None:    # it never got to say so itself
                 self._send(running.identity, protocol.error_reply(
@@ -310,9 +314,11 @@ class Server:
         """Send without blocking; False when the peer is gone or not reading (its
         job, if any, is then cancelled: nobody is waiting for it). Data frames are
         counted as unread until libzmq has passed them on (server.peers)."""
+        router = self._router
+        assert router is not None           # replies are sent while serving, or by _close before it closes
         data = self.unread.tracked(frames)
         try:
-            self._router.send_multipart([identity, header, *data], zmq.NOBLOCK, copy=False)
+            router.send_multipart([identity, header, *data], zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as e:
             if e.errno not in (errno.EHOSTUNREACH, zmq.EAGAIN):
                 log.warning("cannot send a reply: %s", e)
@@ -392,6 +398,7 @@ class Server:
 
     def _dispatch(self, identity: bytes, req: protocol.Request, frames: list) -> None:
         op = req.op
+        worker = self._worker   # not None while serving (bind() made it)
         if op == protocol.OP_PING:
             self._send(identity, protocol.reply(req.id, T_OK, protocol=PROTOCOL_VERSION,
                                                 server_version=__version__))
@@ -409,7 +416,8 @@ class Server:
                                                 dtype=DTYPE_U16 if image.dtype.itemsize == 2 else DTYPE_U8),
                        [frames[1]])
         elif op == protocol.OP_CANCEL:
-            state, removed = self._worker.cancel(req.job)
+            assert worker is not None and req.job is not None    # parse_request gives cancel its job id
+            state, removed = worker.cancel(req.job)
             if state is None:
                 self._send(identity, protocol.error_reply(req.id, E_UNKNOWN_JOB,
                                                           f"no queued or running job {req.job[:40]!r}"))
@@ -425,14 +433,16 @@ class Server:
                     req.id, E_NO_DETECTOR, f"this server cannot find scratches: {self.detector_problem}. "
                     "Select the scratches (send a mask), or restart the server with the scratch detector"))
                 return
-            job = Job(identity, req.id, req.image, req.mask, req.options, kind=op, detect=req.detect,
+            image = req.image
+            assert worker is not None and image is not None     # parse_request gives these ops their pixels
+            job = Job(identity, req.id, image, req.mask, req.options, kind=op, detect=req.detect,
                       threshold=req.threshold, probability=req.probability)
             why = self._unread_refusal(identity, job.reply_bytes)
             if why is not None:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, why))
                 return
             try:
-                ahead = self._worker.submit(job)
+                ahead = worker.submit(job)
             except Busy as e:
                 self._send(identity, protocol.error_reply(req.id, E_BUSY, str(e)))
                 return

@@ -86,7 +86,7 @@ class Worker(threading.Thread):
         self._cond = threading.Condition()
         self._current: Optional[Job] = None
         self._stopping = False
-        self.stats = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
 
     # -- called from the I/O thread ----------------------------------------
     def submit(self, job: Job) -> int:

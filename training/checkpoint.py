@@ -30,7 +30,9 @@ _STARTED = time.time()
 
 def rng_state() -> dict[str, Any]:
     # numpy's state as a tensor + plain values, so checkpoints load with weights_only=True
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)      # the legacy form: the global generator is MT19937
+    name, keys, pos, has_gauss, cached = np_state
     state = {"torch": torch.get_rng_state(),
              "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},

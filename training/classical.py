@@ -55,6 +55,7 @@ def hand_recipe(img: np.ndarray, mask: np.ndarray, radius: int = 3, h: float = 5
     if cv2 is None:
         return None
     x = telea(img, mask, radius) if mask.any() else img
+    assert x is not None        # telea is None only without opencv
     if is_gray(x):
         x = np.repeat(cv2.fastNlMeansDenoising(np.ascontiguousarray(x[..., 0]), None, h)[..., None], 3, -1)
     else:

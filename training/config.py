@@ -399,13 +399,16 @@ def _get(obj, dotted: str):
 def _set(obj, dotted: str, value) -> Any:
     """Set a dotted field, rebuilding frozen dataclasses (the model config) on the way."""
     head, _, rest = dotted.partition(".")
+    # obj is a config instance, never a class: `not isinstance(obj, type)` tells mypy (replace takes instances)
     if not rest:
-        if dataclasses.is_dataclass(obj) and getattr(type(obj), "__dataclass_params__").frozen:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type) \
+                and getattr(type(obj), "__dataclass_params__").frozen:
             return dataclasses.replace(obj, **{head: value})
         setattr(obj, head, value)
         return obj
     child = _set(getattr(obj, head), rest, value)
-    if dataclasses.is_dataclass(obj) and getattr(type(obj), "__dataclass_params__").frozen:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type) \
+            and getattr(type(obj), "__dataclass_params__").frozen:
         return dataclasses.replace(obj, **{head: child})
     setattr(obj, head, child)
     return obj

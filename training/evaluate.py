@@ -72,7 +72,7 @@ def load_photo(path: Path, max_side: int) -> np.ndarray:
     im = Image.open(path).convert("RGB")
     s = min(1.0, max_side / max(im.size))
     if s < 1.0:
-        im = im.resize((max(16, round(im.size[0] * s)), max(16, round(im.size[1] * s))), Image.LANCZOS)
+        im = im.resize((max(16, round(im.size[0] * s)), max(16, round(im.size[1] * s))), Image.Resampling.LANCZOS)
     return np.asarray(im)
 
 
@@ -202,7 +202,7 @@ def _cell(img: np.ndarray, side: int) -> np.ndarray:
     """``img`` fitted into a white ``side``² square."""
     im = Image.fromarray(img)
     s = side / max(im.size)
-    im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.LANCZOS)
+    im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.Resampling.LANCZOS)
     cell = Image.new("RGB", (side, side), "white")
     cell.paste(im, ((side - im.size[0]) // 2, (side - im.size[1]) // 2))
     return np.asarray(cell)
@@ -235,7 +235,7 @@ def real_sheets(cfg: Config, restorer: Restorer, out: Path, cell: int = 256) -> 
         pairs += [_cell(img, cell), _cell(res, cell)]
         mpath = REAL_MASKS / f"{p.stem}.png"
         if mpath.is_file():
-            m = np.asarray(Image.open(mpath).convert("L").resize(img.shape[1::-1], Image.NEAREST)) >= 128
+            m = np.asarray(Image.open(mpath).convert("L").resize(img.shape[1::-1], Image.Resampling.NEAREST)) >= 128
             sel = restorer.restore(img, m.astype(np.uint8) * 255, RestoreOptions(restrict_to_mask=True))
             whole = restorer.restore(img, m.astype(np.uint8) * 255)
             Image.fromarray(np.concatenate([img, sel, whole], 1)).save(full_dir / f"{p.stem}_masked.jpg",

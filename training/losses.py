@@ -1,7 +1,7 @@
 """Losses of the three stages (the paper's, with the original implementation's weights)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -14,18 +14,20 @@ def lsgan(pred: torch.Tensor | Sequence, target_real: bool) -> torch.Tensor:
     if isinstance(pred, torch.Tensor):
         target = torch.ones_like(pred) if target_real else torch.zeros_like(pred)
         return F.mse_loss(pred.float(), target.float())
-    return sum(lsgan(p[-1] if isinstance(p, (list, tuple)) else p, target_real) for p in pred) / len(pred)
+    total = sum(lsgan(p[-1] if isinstance(p, (list, tuple)) else p, target_real) for p in pred)
+    return cast(torch.Tensor, total) / len(pred)     # a tensor: an empty pred fails on the division
 
 
 def feature_matching(fake: Sequence[Sequence[torch.Tensor]], real: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
     """L1 between the discriminator's intermediate layers on fake and (detached) real."""
-    loss = 0.0
+    loss: torch.Tensor | float = 0.0
     n = 0
     for f_layers, r_layers in zip(fake, real):
         for f, r in zip(f_layers[:-1], r_layers[:-1]):
             loss = loss + F.l1_loss(f.float(), r.detach().float())
             n += 1
-    return loss / max(1, n) * 1.0
+    # a tensor: every PatchGAN gives intermediate layers (0.0 only for discriminators without any)
+    return cast(torch.Tensor, loss / max(1, n) * 1.0)
 
 
 def gradient_l1(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,8 @@ class PerceptualLoss(nn.Module):
         with torch.no_grad():
             rs = self.features(real)
         ws = self.weights if len(self.weights) == len(fs) else [1.0] * len(fs)
-        return sum(w * F.l1_loss(f.float(), r.float()) for w, f, r in zip(ws, fs, rs))
+        # a tensor: both feature networks give at least one map
+        return cast(torch.Tensor, sum(w * F.l1_loss(f.float(), r.float()) for w, f, r in zip(ws, fs, rs)))
 
 
 def encoder_features(encoder: nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
@@ -69,7 +72,7 @@ def encoder_features(encoder: nn.Module) -> Callable[[torch.Tensor], list[torch.
     the perceptual fallback when no VGG19 weights are available."""
     def run(x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for layer in encoder.net:
+        for layer in cast(nn.Sequential, encoder.net):     # VAEEncoder's layers
             x = layer(x)
             if isinstance(layer, nn.ReLU):
                 outs.append(x)

@@ -8,14 +8,14 @@ positions never serve as keys or values, so nothing is filled from a defect.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import AttentionOptions
-from .attention import masked_attention
+from .attention import Backend, masked_attention
 from .blocks import ResBlock
 
 
@@ -26,6 +26,12 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
         return mask
     m = mask[None, None].to(torch.float32)
     return F.max_pool2d(m, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0
+
+
+def _backend(opts: AttentionOptions) -> Backend:
+    """opts.backend as masked_attention's option type."""
+    # AttentionOptions keeps a plain str; masked_attention raises on a name outside Backend
+    return cast(Backend, opts.backend)
 
 
 class PartialNonLocalBlock(nn.Module):
@@ -39,6 +45,7 @@ class PartialNonLocalBlock(nn.Module):
         self.nu = nn.Conv2d(width, width, 1)
         # zero nu: the global branch starts silent, as the original's W
         nn.init.zeros_(self.nu.weight)
+        assert self.nu.bias is not None     # Conv2d's default bias=True
         nn.init.zeros_(self.nu.bias)
         # no instance norm here: each output then depends on a (4n+1)^2 window only,
         # which is what makes the hole-only computation exact
@@ -55,7 +62,7 @@ class PartialNonLocalBlock(nn.Module):
         c = x.shape[0]
         rows = x.reshape(c, -1).T
         o = masked_attention(self._lin(rows, self.theta), self._lin(rows, self.phi),
-                             self._lin(rows, self.mu), ~defect.flatten(), opts.backend,
+                             self._lin(rows, self.mu), ~defect.flatten(), _backend(opts),
                              opts.chunk_elements)
         return o.T.reshape(x.shape)
 
@@ -93,7 +100,7 @@ class PartialNonLocalBlock(nn.Module):
         kv_rows = rows.index_select(0, k_idx)
         k, v = self._lin(kv_rows, self.phi), self._lin(kv_rows, self.mu)
         all_keys = torch.ones(k.shape[0], dtype=torch.bool, device=x.device)
-        o = masked_attention(q, k, v, all_keys, opts.backend, opts.chunk_elements, tick)
+        o = masked_attention(q, k, v, all_keys, _backend(opts), opts.chunk_elements, tick)
         y_rows = self._lin(o, self.nu)
         y = torch.zeros(h * w, c, dtype=y_rows.dtype, device=x.device).index_copy(0, q_idx, y_rows)
         y = y.T.reshape(c, h, w)

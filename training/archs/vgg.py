@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 # torchvision's cfg "E": numbers are conv widths, "M" max-pools
-_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+                         512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 #: indices in ``features`` of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 SLICE_ENDS = (1, 6, 11, 20, 29)
 _MEAN = (0.485, 0.456, 0.406)
@@ -22,12 +23,15 @@ _STD = (0.229, 0.224, 0.225)
 class VGG19Features(nn.Module):
     """Returns relu1_1 ... relu5_1 of an image in [-1, 1] (ImageNet-normalised inside)."""
 
+    mean: torch.Tensor      # buffers
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
         for v in _CFG:
-            if v == "M":
+            if isinstance(v, str):      # "M"
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=False)]

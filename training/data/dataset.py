@@ -51,7 +51,8 @@ def load_textures(cache_dir: str | Path, max_side: int = 512) -> Textures:
             im = Image.open(p).convert("L")
             if max(im.size) > max_side:
                 s = max_side / max(im.size)
-                im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.BILINEAR)
+                im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))),
+                               Image.Resampling.BILINEAR)
             a = np.asarray(im, np.float32) / 255.0
             if kind == "brushes":
                 ys, xs = np.nonzero(a > 0.1)
@@ -141,7 +142,7 @@ class RealPool:
         target = int(rng.integers(self.crop, 2 * self.crop + 1))
         s = target / min(im.size)
         im = im.resize((max(self.crop, round(im.size[0] * s)), max(self.crop, round(im.size[1] * s))),
-                       Image.BICUBIC)
+                       Image.Resampling.BICUBIC)
         a = np.asarray(im)
         for _ in range(5):
             y0, x0 = int(rng.integers(a.shape[0] - self.crop + 1)), int(rng.integers(a.shape[1] - self.crop + 1))

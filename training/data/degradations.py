@@ -73,19 +73,20 @@ def _sep_conv(img: np.ndarray, kern: np.ndarray) -> np.ndarray:
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Low-frequency random field in [0, 1] (bicubic upsampled random grid)."""
     g = rng.random((cells, cells)).astype(np.float32)
-    im = Image.fromarray(g, mode="F").resize((w, h), Image.BICUBIC)
+    im = Image.fromarray(g, mode="F").resize((w, h), Image.Resampling.BICUBIC)
     return np.clip(np.asarray(im, dtype=np.float32), 0, 1)
 
 
-def _pil_resample(rng: np.random.Generator):
-    return [Image.NEAREST, Image.BILINEAR, Image.BICUBIC, Image.LANCZOS][int(rng.integers(4))]
+def _pil_resample(rng: np.random.Generator) -> Image.Resampling:
+    return [Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC,
+            Image.Resampling.LANCZOS][int(rng.integers(4))]
 
 
 # --------------------------------------------------------------------------- unstructured
 
 def gaussian_blur(img: FloatImage, rng: np.random.Generator, cfg: DegradeConfig) -> FloatImage:
     k = int(rng.choice(cfg.blur_kernels))
-    sigma = float(rng.uniform(*cfg.blur_sigma))
+    sigma = float(rng.uniform(cfg.blur_sigma[0], cfg.blur_sigma[1]))
     return _sep_conv(img, _gauss_kernel(k, sigma))
 
 
@@ -93,10 +94,10 @@ def noise(img: FloatImage, rng: np.random.Generator, cfg: DegradeConfig) -> Floa
     """Gaussian, speckle (multiplicative) or salt-and-pepper noise."""
     kind = int(rng.integers(3))
     if kind == 0:
-        sigma = rng.uniform(*cfg.noise_sigma) / 255.0
+        sigma = rng.uniform(cfg.noise_sigma[0], cfg.noise_sigma[1]) / 255.0
         out = img + rng.normal(0, sigma, img.shape).astype(np.float32)
     elif kind == 1:
-        sigma = rng.uniform(*cfg.noise_sigma) / 255.0
+        sigma = rng.uniform(cfg.noise_sigma[0], cfg.noise_sigma[1]) / 255.0
         out = img * (1 + rng.normal(0, sigma, img.shape).astype(np.float32))
     else:
         amount = rng.uniform(0, cfg.salt_pepper_max)
@@ -110,7 +111,7 @@ def noise(img: FloatImage, rng: np.random.Generator, cfg: DegradeConfig) -> Floa
 def resample(img: FloatImage, rng: np.random.Generator, cfg: DegradeConfig) -> FloatImage:
     """Down-scale by a random factor, then back up (loss of detail, resampling artefacts)."""
     h, w = img.shape[:2]
-    s = rng.uniform(*cfg.resample_scale)
+    s = rng.uniform(cfg.resample_scale[0], cfg.resample_scale[1])
     small = (max(1, round(w * s)), max(1, round(h * s)))
     im = Image.fromarray(to_u8(img)).resize(small, _pil_resample(rng)).resize((w, h), _pil_resample(rng))
     return to_float(np.asarray(im))
@@ -177,9 +178,10 @@ def paper_texture(img: FloatImage, rng: np.random.Generator, cfg: DegradeConfig,
         tex = np.tile(tex, reps) if reps != (1, 1) else tex
         y0 = int(rng.integers(tex.shape[0] - h + 1))
         x0 = int(rng.integers(tex.shape[1] - w + 1))
-        t = tex[y0:y0 + h, x0:x0 + w].astype(np.float32)
+        t: np.ndarray = tex[y0:y0 + h, x0:x0 + w].astype(np.float32)
     else:
-        t = sum(_smooth_field(rng, h, w, c) * wgt for c, wgt in ((4, 0.5), (16, 0.3), (max(2, w // 3), 0.2)))
+        fields = [_smooth_field(rng, h, w, c) * wgt for c, wgt in ((4, 0.5), (16, 0.3), (max(2, w // 3), 0.2))]
+        t = fields[0] + fields[1] + fields[2]
     t = (t - t.mean()) / (t.std() + 1e-6)
     strength = rng.uniform(0.03, 0.1)
     return np.clip(img * (1 + strength * t)[..., None], 0, 1).astype(np.float32)
@@ -228,7 +230,7 @@ def _supersampled_canvas(h: int, w: int, ss: int = 2):
 
 
 def _finish(canvas: Image.Image, h: int, w: int) -> np.ndarray:
-    return np.asarray(canvas.resize((w, h), Image.BOX), dtype=np.float32) / 255.0
+    return np.asarray(canvas.resize((w, h), Image.Resampling.BOX), dtype=np.float32) / 255.0
 
 
 def _bezier(rng: np.random.Generator, h: int, w: int, ss: int, n: int = 40) -> list[tuple[float, float]]:
@@ -315,10 +317,10 @@ def stamp_alpha(rng: np.random.Generator, h: int, w: int, textures: Textures | N
     im = Image.fromarray(np.clip(b * 255, 0, 255).astype(np.uint8), mode="L")
     target = rng.uniform(0.3, 1.2) * max(h, w)
     s = target / max(im.size)
-    im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.BILINEAR)
-    im = im.rotate(float(rng.uniform(0, 360)), resample=Image.BILINEAR, expand=True)
+    im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.Resampling.BILINEAR)
+    im = im.rotate(float(rng.uniform(0, 360)), resample=Image.Resampling.BILINEAR, expand=True)
     if rng.random() < 0.5:
-        im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     canvas = Image.new("L", (w, h), 0)
     x0 = int(rng.integers(-im.size[0] // 2, max(1, w - im.size[0] // 2)))
     y0 = int(rng.integers(-im.size[1] // 2, max(1, h - im.size[1] // 2)))

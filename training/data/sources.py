@@ -172,7 +172,9 @@ def archive_members(archive: Path, globs: Iterable[str]) -> list[tuple[str, byte
         with tarfile.open(archive) as t:
             for m in t.getmembers():
                 if m.isfile() and _match(m.name, globs):
-                    out.append((m.name, t.extractfile(m).read()))
+                    f = t.extractfile(m)
+                    assert f is not None    # a regular file has contents
+                    out.append((m.name, f.read()))
     return out
 
 
@@ -384,7 +386,7 @@ def build_crops(photo_files: list[Path], cfg: DataConfig, out: Path, seed: int,
         if short > target:
             s = target / short
             im = im.resize((max(cfg.crop, round(im.size[0] * s)), max(cfg.crop, round(im.size[1] * s))),
-                           Image.LANCZOS)
+                           Image.Resampling.LANCZOS)
         if min(im.size) < cfg.crop:
             continue
         arr = np.asarray(im)

@@ -26,7 +26,6 @@ from .common import (
     image_terms,
     linear_decay,
     requires_grad,
-    unwrap,
     uses_image_discriminator,
     wrap,
 )
@@ -112,6 +111,7 @@ class VAEStage:
                 d = d + losses["d_img"]
             if self.domain == "a":
                 requires_grad(self.d_lat, True)
+                assert self.d_lat_ddp is not None      # built for domain "a"
                 pl = self.d_lat_ddp(h.detach())
                 losses["d_lat"] = 0.5 * (lsgan(pl[:n], False) + lsgan(pl[n:], True))
                 d = d + L.latent_gan * losses["d_lat"]
@@ -132,5 +132,5 @@ class VAEStage:
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
         """Input | reconstruction from the mean latent, per sample."""
         x = self.inputs(batch)
-        rec = unwrap(self.vae).decoder(unwrap(self.vae).encoder(x))
+        rec = self.vae.decoder(self.vae.encoder(x))     # self.vae is the plain module (vae_ddp wraps it)
         return [[x[i], rec[i]] for i in range(min(4, x.shape[0]))]
