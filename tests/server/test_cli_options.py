@@ -140,15 +140,21 @@ def test_16_bit_photos_keep_16_bits(address, weights_path, reference, tmp_path, 
         assert np.count_nonzero(got % 257) > got.size // 2       # not an 8-bit result scaled up
 
 
+def _restore_16_via(address, deep, dst, capsys):
+    """Write ``deep`` as a 16-bit PNG beside ``dst``, restore it through the server into
+    ``dst``; returns (source path, dst, what was said on stderr)."""
+    src = dst.parent / "scan.png"
+    write_png16(src, deep)
+    assert main(["restore", str(src), str(dst), "--address", address]) == 0
+    return src, dst, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("channels", [1, 3], ids=["gray16", "rgb16"])
 def test_16_bit_photos_into_8_bit_formats_say_so(address, reference, tmp_path, capsys, channels):
     """A JPEG holds 8 bits: the photo is restored in 8 bits and a note says why."""
     rng = np.random.default_rng(channels)
     deep = rng.integers(0, 65536, (24, 20, channels) if channels == 3 else (24, 20), dtype=np.uint16)
-    src, dst = tmp_path / "scan.png", tmp_path / "out.jpg"
-    write_png16(src, deep)
-    assert main(["restore", str(src), str(dst), "--address", address]) == 0
-    err = capsys.readouterr().err
+    src, dst, err = _restore_16_via(address, deep, tmp_path / "out.jpg", capsys)
     assert f"{src} has 16 bits per channel; restored in 8 bits" in err
     assert "the result's format stores 8 bits" in err
     assert Image.open(dst).mode == ("RGB" if channels == 3 else "L")
@@ -158,10 +164,7 @@ def test_16_bit_colour_without_opencv_says_what_to_install(address, reference, t
     from server import batch
     monkeypatch.setattr(batch, "_cv2", lambda: None)
     deep = np.random.default_rng(3).integers(0, 65536, (24, 20, 3), dtype=np.uint16)
-    src, dst = tmp_path / "scan.png", tmp_path / "out.png"
-    write_png16(src, deep)
-    assert main(["restore", str(src), str(dst), "--address", address]) == 0
-    err = capsys.readouterr().err
+    src, dst, err = _restore_16_via(address, deep, tmp_path / "out.png", capsys)
     assert f"{src} has 16 bits per channel; restored in 8 bits" in err
     assert "install opencv-python-headless to keep 16 bits" in err
     out = np.asarray(Image.open(dst))
