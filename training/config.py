@@ -149,6 +149,10 @@ class DetectConfig:
     # indifferent to the imbalance
     pos_weight: float = 3.0
     dice: float = 1.0
+    # share of samples shown as the clean crop itself with an empty mask: sharp, undamaged
+    # photos are what the detector fires on most (its false alarms on clean photos were
+    # three times those on aged ones), and the degradation chain never shows them
+    pristine: float = 0.0
     threshold: float = 0.5         # stored in the weight file's metadata
 
 

@@ -8,7 +8,7 @@ from oldphoto_model.detect import detect, load_detector
 from training.__main__ import main
 from training.classical import tophat_detect
 from training.eval_detect import detection_rows, eval_pairs, match_counts, scores, summary
-from training.stages.detect import detection_loss, export_detector
+from training.stages.detect import detection_loss, export_detector, with_pristine
 
 from .resume import train_and_check_resume
 
@@ -21,12 +21,33 @@ def test_detect_stage_runs_resumes_and_exports(smoke, tmp_path):
     assert prob.shape == mask.shape == (20, 30)
 
 
+def test_detect_stage_with_pristine_samples_resumes_bit_identically(smoke, tmp_path):
+    smoke.detect.pristine = 0.5          # its draws come from the per-step seed
+    train_and_check_resume(smoke, tmp_path, "detect", "detector")
+
+
 def test_loss_prefers_the_true_mask():
     t = torch.zeros(2, 1, 16, 16)
     t[0, 0, 4, :] = 1
     good = detection_loss(torch.where(t > 0, 6.0, -6.0), t, 3.0, 1.0)["total"]
     empty = detection_loss(torch.full_like(t, -6.0), t, 3.0, 1.0)["total"]
     assert good < 0.1 < empty
+
+
+def test_pristine_samples_are_the_clean_crop_with_an_empty_mask():
+    torch.manual_seed(0)
+    batch = {"degraded": torch.rand(64, 3, 8, 8), "clean": torch.rand(64, 3, 8, 8),
+             "mask": (torch.rand(64, 1, 8, 8) > 0.5).float()}
+    x, m = with_pristine(batch, 0.0)
+    assert x is batch["degraded"] and m is batch["mask"]
+    x, m = with_pristine(batch, 1.0)
+    assert torch.equal(x, batch["clean"]) and not m.any()
+    torch.manual_seed(1)
+    x, m = with_pristine(batch, 0.3)
+    swapped = [i for i in range(64) if torch.equal(x[i], batch["clean"][i])]
+    kept = [i for i in range(64) if torch.equal(x[i], batch["degraded"][i])]
+    assert sorted(swapped + kept) == list(range(64)) and 8 < len(swapped) < 32
+    assert not m[swapped].any() and all(torch.equal(m[i], batch["mask"][i]) for i in kept)
 
 
 def test_scores_with_tolerance():

@@ -4,7 +4,8 @@ exact defect masks of the synthetic degradation.
     samples  clean crop -> degrade() (the mapping stage's chain: blur, noise, JPEG, fading,
              grain, paper, halftone, and with probability degrade.p_defects structured
              defects) -> (degraded x, mask m). The other samples carry no structured
-             defect at all, so grain, texture, eyes, hair and lettering are seen unmarked.
+             defect at all, so grain, texture, eyes, hair and lettering are seen unmarked;
+             ``detect.pristine`` of them are the clean crop itself (sharp edges, highlights).
     loss     BCE(logits, m; defect pixels weighted pos_weight) + dice * soft dice over the batch
     export   RUN_DIR/detector.pt (oldphoto_model.detect.save_detector)
 
@@ -47,6 +48,17 @@ def detection_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float
     return {"bce": bce, "dice": d, "total": bce + dice * d}
 
 
+def with_pristine(batch: dict[str, torch.Tensor], share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, target) of a batch: each sample, with probability ``share``, is replaced by its
+    clean crop and an empty mask. Drawn from torch's generator, which the loop seeds per step
+    (so a resumed run draws the same)."""
+    x, mask = batch["degraded"], batch["mask"]
+    if share <= 0:
+        return x, mask
+    pick = (torch.rand(x.shape[0]) < share).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(pick, batch["clean"], x), torch.where(pick, torch.zeros_like(mask), mask)
+
+
 class DetectStage:
     """The detector, its optimiser and schedule; the loop calls ``train_step`` and ``sample_rows``."""
 
@@ -69,9 +81,10 @@ class DetectStage:
         return TrainingSamples(c, defects=True)
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
+        x, mask = with_pristine(batch, self.cfg.detect.pristine)
         with autocast(self.ctx.device, amp):
-            logits = self.net_ddp(batch["degraded"])
-        losses = detection_loss(logits.float(), batch["mask"], self.cfg.detect.pos_weight, self.cfg.detect.dice)
+            logits = self.net_ddp(x)
+        losses = detection_loss(logits.float(), mask, self.cfg.detect.pos_weight, self.cfg.detect.dice)
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.opt.step()
