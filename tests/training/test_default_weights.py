@@ -75,3 +75,32 @@ def test_shipped_tone_estimator_undoes_a_fade():
         gains.append(psnr(u8(out), u8(clean)) - psnr(u8(faded), u8(clean)))
     print(f"tone estimator on faded crops: {np.round(gains, 2)} dB")
     assert min(gains) > 1.0, gains
+
+
+def test_shipped_detector_finds_scratches_and_leaves_clean_crops_alone():
+    """The shipped scratch detector: small, made by ``python -m training detect``, and at
+    its own threshold it marks a good part of the synthetic defects on the committed
+    crops (mostly on them) while marking almost nothing of the same crops undamaged."""
+    from oldphoto_model.detect import DEFAULT_DETECTOR, detect, load_detector, model_threshold
+    from training.eval_detect import match_counts, scores
+    net = load_detector()
+    assert DEFAULT_DETECTOR.stat().st_size <= 4 << 20
+    assert net.weights_info.metadata["training"].startswith("python -m training detect")
+    assert 0.5 <= model_threshold(net) < 1.0
+    cfg = preset("cpu").degrade
+    tot: dict = {}
+    flagged_clean = pixels = 0
+    for i, name in enumerate(sorted(DATA.glob("*_192.png"))):
+        clean = np.asarray(Image.open(name).convert("RGB"))
+        for seed in range(3):
+            degraded, _, mask = degrade(clean, [77, i, seed], cfg, None, defects=True)
+            for k, v in match_counts(detect(degraded, net)[1] > 0, mask).items():
+                tot[k] = tot.get(k, 0) + v
+        flagged_clean += int(detect(clean, net)[1].astype(bool).sum())
+        pixels += clean.shape[0] * clean.shape[1]
+    s = scores(tot)
+    print(f"shipped detector on the crops: precision {s['precision']:.3f} recall {s['recall']:.3f} "
+          f"F1 {s['f1']:.3f}; clean crops flagged {100 * flagged_clean / pixels:.2f} %")
+    # floors, not the figures (printed above): random weights flag noise or nothing
+    assert s["precision"] > 0.6 and s["recall"] > 0.1, s
+    assert flagged_clean / pixels < 0.01
