@@ -63,7 +63,7 @@ def low_pass(x: torch.Tensor, radius: int = BAND_RADIUS) -> torch.Tensor:
     return box_blur(box_blur(x, radius), radius)
 
 
-def _sample_step(numel: int, most: float = 4e6) -> int:
+def _sample_step(numel: int, most: float) -> int:
     """Stride (in each direction) of a regular sample of at most ~``most`` of ``numel`` pixels."""
     return max(1, int((numel / most) ** 0.5 + 0.999))
 
@@ -74,21 +74,13 @@ def _sample_step(numel: int, most: float = 4e6) -> int:
 NOISE_SAMPLE = 1 << 18
 
 
-def noise_sigma(x: torch.Tensor) -> float:
-    """Robust noise level of an image: 1.4826 * median |x - 3x3 double box blur|
-    (over every pixel up to 4 MP, over a regular sample of them beyond)."""
-    d = (x - low_pass(x, 1)).abs()
-    step = _sample_step(d[0, 0].numel())
-    return 1.4826 * float(d[..., ::step, ::step].flatten().median())
-
-
 def noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BINS) -> torch.Tensor:
     """Per-pixel noise level of a one-channel image ``x`` (1, 1, H, W) as a function of
-    ``level`` (1, 1, H, W, e.g. its local brightness): ``noise_sigma``'s robust estimate
-    within each of ``bins`` brightness bins of equal pixel count, interpolated
-    linearly between the bins' median brightness (constant beyond the outer ones).
-    ``bins = 1``: one level everywhere, ``noise_sigma``'s. Estimated on at most
-    ``NOISE_SAMPLE`` pixels of a regular grid."""
+    ``level`` (1, 1, H, W, e.g. its local brightness): the robust level 1.4826 *
+    median |x - its 3x3 double box blur| within each of ``bins`` brightness bins of
+    equal pixel count, interpolated linearly between the bins' median brightness
+    (constant beyond the outer ones); ``bins = 1``: one level for the whole photo.
+    Estimated on at most ``NOISE_SAMPLE`` pixels of a regular grid."""
     step = _sample_step(x[0, 0].numel(), NOISE_SAMPLE)
     d = (x - low_pass(x, 1)).abs()[..., ::step, ::step].flatten()   # (the full-size blur keeps d exact)
     lv = level[..., ::step, ::step].flatten()
