@@ -30,8 +30,7 @@ from .config import ServerConfig
 from .peers import MONITOR_EVENTS, Connections, UnreadReplies, mb
 from .protocol import ProtocolError
 from .wire import (
-    DTYPE_U8,
-    DTYPE_U16,
+    DTYPE_BYTES,
     E_BUSY,
     E_CANCELLED,
     E_INTERNAL,
@@ -52,13 +51,10 @@ _SWEEP_S = 0.25   # how often idle and over-the-cap connections are looked for
 
 
 def weights_identity(restorer: Restorer) -> dict[str, Any]:
-    """Path, sha256, short id and metadata of the restorer's weights (empty if unknown).
+    """``network_identity`` of the restorer's model plus its path (empty if unknown).
     The path is for this machine's log; ``info`` sends the file name only."""
     wi = getattr(restorer.model, "weights_info", None)
-    if wi is None:
-        return {}
-    return {"path": wi.path, "name": os.path.basename(wi.path), "sha256": wi.sha256,
-            "short_id": wi.short_id, "metadata": wi.metadata}
+    return {} if wi is None else {"path": wi.path, **network_identity(restorer.model)}
 
 
 def network_identity(net: Optional[Any]) -> dict[str, Any]:
@@ -413,7 +409,7 @@ class Server:
             assert image is not None        # parse_request gives echo its pixels
             self._send(identity, protocol.reply(req.id, T_OK, width=image.shape[1], height=image.shape[0],
                                                 channels=image.shape[2],
-                                                dtype=DTYPE_U16 if image.dtype.itemsize == 2 else DTYPE_U8),
+                                                dtype=protocol.dtype_name(image)),
                        [frames[1]])
         elif op == protocol.OP_CANCEL:
             assert worker is not None and req.job is not None    # parse_request gives cancel its job id
@@ -476,7 +472,7 @@ class Server:
                        "max_unread_total_bytes": c.unread_total_cap},
             "ops": list(OPS),
             "channels": [1, 2, 3, 4],
-            "dtypes": [DTYPE_U8, DTYPE_U16],
+            "dtypes": list(DTYPE_BYTES),
             "options": {k: {"type": t.__name__, "default": d, "help": h}
                         for k, (t, d, h) in protocol.OPTIONS.items()},
             "detection": self.detection_info(),

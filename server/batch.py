@@ -123,6 +123,11 @@ def _gray16(im: Any, path: str) -> Any:
     return a.astype(np.uint16)
 
 
+def _swap_red_blue(a: Any) -> Any:
+    """RGB(A) <-> OpenCV's BGR(A) (its own inverse)."""
+    return a[:, :, [2, 1, 0, 3][:a.shape[2]]]
+
+
 def _read_colour16(path: str, channels: int) -> Any:
     """A 16-bit RGB(A) file as uint16 H x W x C, through OpenCV (which gives BGR(A))."""
     import numpy as np
@@ -130,8 +135,7 @@ def _read_colour16(path: str, channels: int) -> Any:
     a = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if a is None or a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] != channels:
         raise ValueError(f"{path}: OpenCV could not read it as 16-bit colour with {channels} channels")
-    order = [2, 1, 0, 3][:channels]
-    return np.ascontiguousarray(a[:, :, order])
+    return np.ascontiguousarray(_swap_red_blue(a))
 
 
 def read_image(path: str, keep_16bit: bool = False):
@@ -245,7 +249,7 @@ def write_image(path: str, arr, mode: str, keep: dict, overwrite: bool = False) 
     p = Path(path)
     fmt = output_format(p)
     if mode in _DEEP_COLOUR:
-        ok, data = _cv2().imencode(".png" if fmt == "PNG" else ".tif", arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])
+        ok, data = _cv2().imencode(".png" if fmt == "PNG" else ".tif", _swap_red_blue(arr))
         if not ok:
             raise OSError(f"{path}: OpenCV could not encode the 16-bit result")
         atomic_write(p, lambda f: f.write(data.tobytes()), overwrite=overwrite, make_parents=False)

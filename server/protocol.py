@@ -18,6 +18,7 @@ from .config import ServerConfig
 from .wire import (
     DTYPE_BYTES,
     DTYPE_U8,
+    DTYPE_U16,
     E_BAD_OPTION,
     E_FRAME_COUNT,
     E_MALFORMED,
@@ -155,6 +156,16 @@ def _options(raw: Any, rid: Any) -> dict[str, Any]:
     except InputError as e:
         raise ProtocolError(E_BAD_OPTION, str(e), rid) from None
     return out
+
+
+def dtype_name(pixels: np.ndarray) -> str:
+    """The wire's dtype of a uint8 or uint16 pixel array."""
+    return DTYPE_U16 if pixels.dtype.itemsize == 2 else DTYPE_U8
+
+
+def pixel_frame(pixels: np.ndarray) -> np.ndarray:
+    """A pixel array as the wire sends it: u16 little-endian (no copy where that is native)."""
+    return pixels.astype("<u2", copy=False) if pixels.dtype.itemsize == 2 else pixels
 
 
 def _image(header: dict, frames: Sequence, cfg: ServerConfig, rid: Any

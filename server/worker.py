@@ -26,7 +26,7 @@ from oldphoto_model.detect import DEFAULT_TILE, detect, model_threshold, restore
 from oldphoto_model.pipeline import Progress
 
 from . import protocol
-from .wire import DTYPE_U8, DTYPE_U16, E_CANCELLED, E_INTERNAL, E_OOM, E_UNSUPPORTED, T_OK, T_PROGRESS
+from .wire import E_CANCELLED, E_INTERNAL, E_OOM, E_UNSUPPORTED, T_OK, T_PROGRESS
 
 log = logging.getLogger("oldphoto.server")
 
@@ -221,10 +221,8 @@ class Worker(threading.Thread):
                 low_memory = bool(extra.pop("low_memory"))
             else:
                 result, low_memory, extra = self._restore(job, progress)
-                # same dtype as the request's pixels; u16 leaves little-endian (the wire's order)
-                wide = result.dtype == np.uint16
-                frames = (result.astype("<u2", copy=False) if wide else result,)
-                extra["dtype"] = DTYPE_U16 if wide else DTYPE_U8
+                frames = (protocol.pixel_frame(result),)     # the request's dtype
+                extra["dtype"] = protocol.dtype_name(result)
         except Cancelled as e:
             job.state = "cancelled"
             self._count("dropped" if job.cancel_reason.startswith("client") else "cancelled")

@@ -41,6 +41,10 @@ python -m training COMMAND --help lists every setting with its default.
 Outputs go to the run folder (--train.run_dir; the preset's default is runs/PRESET)."""
 
 
+#: stages that write a helper network's file, with --out: (what, default file name in RUN_DIR)
+_EXPORTS = {"detect": ("detector weight", "detector.pt"), "tone": ("tone-estimator", "tone.pt")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_config_flags(common)
@@ -49,10 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, help_ in COMMANDS.items():
         sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
-        if name == "detect":
-            sp.add_argument("--out", default=None, help="detector weight file to write (default RUN_DIR/detector.pt)")
-        if name == "tone":
-            sp.add_argument("--out", default=None, help="tone-estimator file to write (default RUN_DIR/tone.pt)")
+        if name in _EXPORTS:
+            what, file = _EXPORTS[name]
+            sp.add_argument("--out", default=None, help=f"{what} file to write (default RUN_DIR/{file})")
         if name == "eval-detect":
             sp.add_argument("--weights", default=None,
                             help="detector weight file (default RUN_DIR/detector.pt, else the shipped one)")

@@ -393,7 +393,7 @@ def mode_text(options, has_selection, detection_offered=False):
 def read_layer(host, sample_bytes):
     """The host's layer pixels at ``sample_bytes`` per sample, their length checked."""
     w, h, c = host.width, host.height, host.channels
-    pixels = host.read_pixels(sample_bytes) if sample_bytes != 1 else host.read_pixels()
+    pixels = host.read_pixels(sample_bytes)
     if len(pixels) != w * h * c * sample_bytes:
         raise PluginError("Read %d bytes from the layer, expected %d."
                           % (len(pixels), w * h * c * sample_bytes), "input")
@@ -433,7 +433,7 @@ def run(host, options, client_module=None):
     opts = options_from(options)
     address = opts["server_address"]
     cm = client_module or import_client()
-    size = 2 if getattr(host, "sample_bytes", 1) == 2 else 1
+    size = 2 if host.sample_bytes == 2 else 1
     pixels, mask, region, server_opts = request_for(host, opts, cm.crop_plan, size)
     w, h, c = host.width, host.height, host.channels
     rx, ry, rw, rh = region
@@ -474,10 +474,7 @@ def run(host, options, client_module=None):
         out = bytes(out)
     host.progress(0.97, "Adding the restored layer...")
     name = layer_name(host.name)
-    if size == 2:
-        host.add_layer(name, out, 2)
-    else:
-        host.add_layer(name, out)
+    host.add_layer(name, out, size)
     host.progress(1.0, None)
     return name
 

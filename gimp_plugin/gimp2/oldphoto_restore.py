@@ -50,7 +50,8 @@ class _Host(common.Host):
         self.name = layer.name
         self.offsets = tuple(layer.offsets)
 
-    def read_pixels(self):
+    def read_pixels(self, sample_bytes=1):
+        # this host is 8-bit only (sample_bytes stays the class's 1: see __init__)
         w, h = self.width, self.height
         return bytes(self.layer.get_pixel_rgn(0, 0, w, h, False, False)[0:w, 0:h])
 
@@ -74,7 +75,7 @@ class _Host(common.Host):
             pdb.gimp_progress_set_text(_native(text))
         gimp.progress_update(fraction)
 
-    def add_layer(self, name, pixels):
+    def add_layer(self, name, pixels, sample_bytes=1):
         image, src, w, h = self.image, self.layer, self.width, self.height
         layer = gimp.Layer(image, _native(name), w, h, src.type, 100.0, NORMAL_MODE)
         image.undo_group_start()

@@ -53,7 +53,7 @@ class _Host(common.Host):
         self.width, self.height, self.channels, self.name = w, h, c, "p"
         self._p, self._m = pixels, mask
 
-    def read_pixels(self):
+    def read_pixels(self, sample_bytes=1):
         return self._p
 
     def selection_mask(self):

@@ -420,6 +420,17 @@ def crops_dir(cfg: DataConfig) -> Path:
     return Path(cfg.cache_dir) / "crops" / str(cfg.crop)
 
 
+def train_photo_paths(cfg: DataConfig, report: Callable[[str], None] = lambda msg: None) -> list[Path]:
+    """The clean training photos: the cache's ``photos`` folder and ``--data.clean_dirs``."""
+    cache = Path(cfg.cache_dir)
+    photos = list_images(cache / "photos") if (cache / "photos").is_dir() else []
+    for d in cfg.clean_dirs:
+        extra = list_images(d)
+        report(f"--data.clean_dirs {d}: {len(extra)} photos")
+        photos += extra
+    return photos
+
+
 def prepare_data(cfg: DataConfig, seed: int = 0, report: Callable[[str], None] = _log) -> dict[str, int]:
     """Fetch photos and textures into the cache and build the crop set (idempotent)."""
     cache = Path(cfg.cache_dir)
@@ -432,11 +443,7 @@ def prepare_data(cfg: DataConfig, seed: int = 0, report: Callable[[str], None] =
         counts["eval"] = collect_eval_photos(cache, report)
     if "real" in cfg.sources:
         counts["real"] = collect_real_photos(cfg, report)
-    photos = list_images(cache / "photos") if (cache / "photos").is_dir() else []
-    for d in cfg.clean_dirs:
-        extra = list_images(d)
-        report(f"--data.clean_dirs {d}: {len(extra)} photos")
-        photos += extra
+    photos = train_photo_paths(cfg, report)
     if not photos:
         raise SourceUnavailable("no training photos: every source was unreachable and no "
                                 "--data.clean_dirs was given")

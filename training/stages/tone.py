@@ -36,7 +36,7 @@ from oldphoto_model.tone import load_tone, save_tone, thumbnail
 from ..config import Config
 from ..data.dataset import load_textures, synthetic_photos, to_gray_or_sepia
 from ..data.degradations import degrade
-from ..data.sources import list_images
+from ..data.sources import train_photo_paths
 from ..dist import DistContext, barrier
 from .common import trained_network, wrap
 
@@ -52,8 +52,7 @@ def training_photos(cfg: Config) -> list[np.ndarray]:
     """uint8 photos, long side at most LOAD_SIDE."""
     if cfg.data.synthetic:
         return synthetic_photos(max(2, cfg.data.synthetic_count), 2 * cfg.tone.view, cfg.train.seed)
-    paths = list_images(Path(cfg.data.cache_dir) / "photos") + [p for d in cfg.data.clean_dirs
-                                                                   for p in list_images(d)]
+    paths = train_photo_paths(cfg.data)
     if not paths:
         raise FileNotFoundError(f"no training photos in {Path(cfg.data.cache_dir) / 'photos'}: run "
                                 "`python -m training prepare-data` first (or pass --data.synthetic)")
