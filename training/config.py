@@ -153,6 +153,19 @@ class DetectConfig:
     # photos are what the detector fires on most (its false alarms on clean photos were
     # three times those on aged ones), and the degradation chain never shows them
     pristine: float = 0.0
+    # share of samples cut from the real old photos (domain R, ``data.real_dirs`` or
+    # <cache>/real) with synthetic defects drawn on top and only those marked: the scans'
+    # own grain, halftone, paper and lettering are seen unmarked (the synthetic ageing
+    # lacks them, and they were most of the false alarms on real scans)
+    real: float = 0.0
+    # file stems of real photos kept out of the detector's samples: the ones with known
+    # real damage (their unmarked scratches would be taught as clean) and a held-out set
+    # the real-scan false alarms are measured on
+    real_holdout: list[str] = field(default_factory=list)
+    # defects drawn as for a photo this many times (uniform in [low, high]) the crop's size:
+    # holes and stamps are sized by the photo, so on a 192-px crop they came out 2-3 times
+    # narrower than on a whole photo at evaluate's 512 px, and wide holes went unfound
+    defect_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     threshold: float = 0.5         # stored in the weight file's metadata
 
 

@@ -19,6 +19,7 @@ from training.data.degradations import (
     noise,
     paper_texture,
     resample,
+    scaled_window,
     uneven_exposure,
 )
 from training.data.sources import read_gbr, read_gih, read_pat
@@ -70,6 +71,44 @@ def test_defects_are_visible_and_local(kind):
         _, mask = apply_defect(photo(seed), kind, np.random.default_rng(100 + seed), brush_textures())
         shares.append(mask.mean())
     assert max(shares) > 0.0005 and max(shares) < 0.6
+
+
+def _thickness(mask):
+    """Erosions (3x3) it takes to empty the mask: half the widest stroke, roughly."""
+    n, m = 0, mask.copy()
+    while m.any():
+        p = np.pad(m, 1)
+        m = m & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+        n += 1
+    return n
+
+
+def test_defects_drawn_for_a_larger_photo_are_wider_exact_and_in_view():
+    """``scale`` 3 draws holes as on a photo three times the crop's size: wider strokes,
+    the mask still exactly the changed pixels, and the window always shows some of it;
+    ``scale`` 1 is the plain draw, bit for bit."""
+    plain, big = [], []
+    for seed in range(12):
+        clean = photo(seed, 96)
+        out, mask = apply_defect(clean, "hole", np.random.default_rng(seed), scale=3.0)
+        np.testing.assert_array_equal(mask, np.any(out != clean, axis=-1))
+        assert mask.any()
+        big.append(_thickness(mask))
+        a = apply_defect(clean, "hole", np.random.default_rng(seed))
+        b = apply_defect(clean, "hole", np.random.default_rng(seed), scale=1.0)
+        np.testing.assert_array_equal(a[0], b[0])
+        plain.append(_thickness(a[1]))
+    assert np.mean(big) > 2 * np.mean(plain)
+
+
+def test_scaled_window_shows_the_covered_pixels():
+    alpha = np.zeros((300, 300), np.float32)
+    alpha[250:260, 20:25] = 1.0
+    for seed in range(20):
+        w = scaled_window(alpha, 64, 80, np.random.default_rng(seed))
+        assert w.shape == (64, 80) and w.any()
+    empty = scaled_window(np.zeros((100, 90), np.float32), 30, 40, np.random.default_rng(0))
+    assert empty.shape == (30, 40) and not empty.any()
 
 
 def test_full_chain_mask_covers_the_defects_only():

@@ -2,12 +2,23 @@
 weight file the product loads; ``eval-detect`` scores it against the classical detector."""
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from oldphoto_model.detect import detect, load_detector
 from training.__main__ import main
 from training.classical import tophat_detect
-from training.eval_detect import detection_rows, eval_pairs, match_counts, scores, summary
+from training.data.dataset import DetectSamples, TrainingSamples
+from training.eval_detect import (
+    choose_threshold,
+    detection_rows,
+    eval_pairs,
+    match_counts,
+    scores,
+    summary,
+    sweep_table,
+)
 from training.stages.detect import detection_loss, export_detector, with_pristine
 
 from .resume import train_and_check_resume
@@ -23,6 +34,50 @@ def test_detect_stage_runs_resumes_and_exports(smoke, tmp_path):
 
 def test_detect_stage_with_pristine_samples_resumes_bit_identically(smoke, tmp_path):
     smoke.detect.pristine = 0.5          # its draws come from the per-step seed
+    train_and_check_resume(smoke, tmp_path, "detect", "detector")
+
+
+@pytest.fixture
+def real_dir(tmp_path):
+    """Three 'real old photos': smooth gradients a synthetic defect stands out on."""
+    d = tmp_path / "real"
+    d.mkdir()
+    yy, xx = np.mgrid[0:80, 0:100]
+    for i, name in enumerate(("kept_a", "kept_b", "held")):
+        g = ((yy + xx * (i + 1)) % 200 + 30).astype(np.uint8)
+        Image.fromarray(np.stack([g, g, g], -1)).save(d / f"{name}.png")
+    return d
+
+
+def test_detect_samples_from_real_photos(smoke, real_dir):
+    """``real`` 1: every sample is a crop of a real photo not held out, marked only where
+    a drawn defect changed it; ``real`` 0 and scale 1 are the plain training samples."""
+    smoke.data.real_dirs = [str(real_dir)]
+    smoke.data.crop = smoke.detect.crop
+    ds = DetectSamples(smoke, 1.0, ("held",))
+    assert sorted(p.stem for p in ds.detect_real.paths) == ["kept_a", "kept_b"]
+    marked = 0
+    for slot in range(12):
+        s = ds[(0, slot)]
+        changed = (s["degraded"] != s["clean"]).any(0)
+        assert torch.equal(changed, s["mask"][0] > 0)
+        gray = s["clean"]
+        assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])   # a real (gray) crop
+        marked += int(changed.any())
+    assert 3 <= marked <= 11                     # degrade.p_defects of them carry defects
+    plain, same = TrainingSamples(smoke, defects=True), DetectSamples(smoke, 0.0)
+    for slot in range(4):
+        a, b = plain[(1, slot)], same[(1, slot)]
+        assert all(torch.equal(a[k], b[k]) for k in ("clean", "degraded", "mask"))
+    with pytest.raises(ValueError, match="real old photos"):
+        DetectSamples(smoke, 0.5, ("kept_a", "kept_b", "held"))
+    with pytest.raises(ValueError, match="defect_scale"):
+        DetectSamples(smoke, 0.0, (), (2.0, 1.0))
+
+
+def test_detect_stage_with_real_photos_and_scaled_defects_resumes(smoke, real_dir, tmp_path):
+    smoke.data.real_dirs = [str(real_dir)]
+    smoke.detect.real, smoke.detect.defect_scale = 0.5, [1.0, 2.5]
     train_and_check_resume(smoke, tmp_path, "detect", "detector")
 
 
@@ -85,3 +140,16 @@ def test_detection_rows_and_cli(smoke, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "learned" in text and "classical" in text
     assert (tmp_path / "ev" / "detect.md").is_file() and (tmp_path / "ev" / "detect.csv").is_file()
+
+
+def test_choose_threshold_keeps_both_false_alarm_budgets():
+    def row(t, fa, real):
+        return {"threshold": t, "precision": 1.0, "recall": 1.0 - t, "f1": 1.0 - t, "iou": 0.5,
+                "fa_clean": fa, "fa_aged": fa / 2, "real": real}
+    sweep = [row(0.5, 0.9, 0.5), row(0.8, 0.4, 0.3), row(0.9, 0.3, 0.08), row(0.99, 0.1, 0.01)]
+    assert choose_threshold(sweep)["threshold"] == 0.9                 # 0.8 flags too much of the real photos
+    assert choose_threshold(sweep, real_target=0.4)["threshold"] == 0.8
+    no_real = [dict(r, real=None) for r in sweep]
+    assert choose_threshold(no_real)["threshold"] == 0.8
+    assert choose_threshold(sweep, target=0.01)["threshold"] == 0.99   # none fits: the fewest
+    assert "| 0.9 |" in sweep_table(sweep) and "| – |" in sweep_table(no_real)

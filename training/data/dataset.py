@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
-from .degradations import Textures, degrade
+from .degradations import Textures, add_defects, degrade
 from .real_photos import domain_r_source
 from .sources import crops_dir, is_flat, list_images
 
@@ -130,8 +130,9 @@ class RealPool:
     """Real old photos (domain R) from ``--data.real_dirs`` or ``<cache>/real``: random
     crops at a random scale."""
 
-    def __init__(self, dirs: list[str], crop: int) -> None:
-        self.paths = [p for d in dirs for p in list_images(d)]
+    def __init__(self, dirs: list[str], crop: int, exclude: tuple[str, ...] = ()) -> None:
+        """``exclude``: file stems left out (held-out photos)."""
+        self.paths = [p for d in dirs for p in list_images(d) if Path(p).stem not in set(exclude)]
         self.crop = crop
 
     def __len__(self) -> int:
@@ -181,6 +182,10 @@ class TrainingSamples(Dataset):
     def __len__(self) -> int:
         return len(self.pool)
 
+    def defect_scale(self, step: int, slot: int) -> float:
+        """``degrade``'s ``defect_scale`` for a sample: 1 (defects sized by the crop)."""
+        return 1.0
+
     def clean_sample(self, rng: np.random.Generator) -> np.ndarray:
         d = self.cfg.data
         img = self.pool.get(int(rng.integers(len(self.pool))), rng)
@@ -195,7 +200,8 @@ class TrainingSamples(Dataset):
         if not self.degraded:
             return {"clean": to_tensor(clean)}
         seed = int(rng.integers(2 ** 63))
-        degraded, _, mask = degrade(clean, seed, self.cfg.degrade, self.textures, defects=self.defects)
+        degraded, _, mask = degrade(clean, seed, self.cfg.degrade, self.textures, defects=self.defects,
+                                    defect_scale=self.defect_scale(step, slot))
         out = {"clean": to_tensor(clean), "degraded": to_tensor(degraded),
                "mask": torch.from_numpy(mask[None].astype(np.float32))}
         if self.with_real:
@@ -207,6 +213,49 @@ class TrainingSamples(Dataset):
                                      defects=True, strong=True)
                 out["real"] = to_tensor(aged)
         return out
+
+
+class DetectSamples(TrainingSamples):
+    """The detector's samples: ``TrainingSamples`` with defects, of which a share ``real``
+    (drawn per sample from its own stream, so ``real`` 0 gives exactly ``TrainingSamples``)
+    are a crop of a real old photo with ``degrade.p_defects`` chance of synthetic
+    structured defects on top. Only the drawn defects are marked: the scan's own grain,
+    halftone and paper are negatives. ``clean`` is the crop without the drawn defects.
+    ``scale`` (low, high): each sample's defects are drawn as for a photo a uniform
+    random factor in that range larger than the crop (``apply_defect``'s ``scale``)."""
+
+    def __init__(self, cfg: Config, real: float, holdout: tuple[str, ...] = (),
+                 scale: tuple[float, float] = (1.0, 1.0)) -> None:
+        super().__init__(cfg, defects=True)
+        if not 1.0 <= scale[0] <= scale[1]:
+            raise ValueError(f"--detect.defect_scale needs 1 <= low <= high, got {scale}")
+        self.scale_range = scale
+        self.real_share = real
+        self.detect_real = None
+        if real > 0:
+            real_dirs, _ = domain_r_source(cfg.data)
+            self.detect_real = RealPool(real_dirs, cfg.data.crop, holdout) if real_dirs else None
+            if self.detect_real is None or len(self.detect_real) == 0:
+                raise ValueError("--detect.real needs real old photos (--data.real_dirs or "
+                                 "prepare-data's <cache>/real); none are left after --detect.real_holdout")
+
+    def defect_scale(self, step: int, slot: int) -> float:
+        lo, hi = self.scale_range
+        return lo if hi == lo else float(np.random.default_rng([self.cfg.train.seed, step, slot, 2]).uniform(lo, hi))
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        step, slot = key
+        pick = np.random.default_rng([self.cfg.train.seed, step, slot, 1])
+        if self.detect_real is None or pick.random() >= self.real_share:
+            return super().__getitem__(key)
+        crop = self.detect_real.get(pick)
+        if pick.random() < self.cfg.data.flip_prob:
+            crop = np.ascontiguousarray(crop[:, ::-1])
+        img, mask = crop, np.zeros(crop.shape[:2], bool)
+        if pick.random() < self.cfg.degrade.p_defects:
+            img, mask = add_defects(crop, pick, self.cfg.degrade, self.textures, self.defect_scale(step, slot))
+        return {"clean": to_tensor(crop), "degraded": to_tensor(img),
+                "mask": torch.from_numpy(mask[None].astype(np.float32))}
 
 
 class StepSampler(Sampler):

@@ -331,23 +331,51 @@ def stamp_alpha(rng: np.random.Generator, h: int, w: int, textures: Textures | N
 DEFECT_KINDS = ("stamp", "curve", "dust", "crack", "hole")
 
 
-def apply_defect(img: U8Image, kind: str, rng: np.random.Generator,
-                 textures: Textures | None = None) -> tuple[U8Image, np.ndarray]:
-    """One structured defect of ``kind``; returns (image, exact mask of changed pixels)."""
-    h, w = img.shape[:2]
+def defect_alpha(kind: str, rng: np.random.Generator, h: int, w: int,
+                 textures: Textures | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage HxW in [0, 1], RGB colour in [0, 1]) of one structured defect of ``kind``
+    drawn for an h x w photo."""
     if kind == "stamp":
-        alpha, color = stamp_alpha(rng, h, w, textures), _defect_color(rng)
-    elif kind == "curve":
-        alpha, color = curve_alpha(rng, h, w), _defect_color(rng)
-    elif kind == "dust":
-        alpha, color = dust_alpha(rng, h, w), _defect_color(rng, light_prob=0.5)
-    elif kind == "crack":
-        alpha, color = crack_alpha(rng, h, w), _defect_color(rng, light_prob=0.6)
-    elif kind == "hole":
+        return stamp_alpha(rng, h, w, textures), _defect_color(rng)
+    if kind == "curve":
+        return curve_alpha(rng, h, w), _defect_color(rng)
+    if kind == "dust":
+        return dust_alpha(rng, h, w), _defect_color(rng, light_prob=0.5)
+    if kind == "crack":
+        return crack_alpha(rng, h, w), _defect_color(rng, light_prob=0.6)
+    if kind == "hole":
         # the original's scratch training fills holes with white
-        alpha, color = hole_alpha(rng, h, w), np.array([1.0, 1.0, 1.0], np.float32)
+        return hole_alpha(rng, h, w), np.array([1.0, 1.0, 1.0], np.float32)
+    raise ValueError(f"unknown defect kind {kind!r}; known: {DEFECT_KINDS}")
+
+
+def scaled_window(alpha: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """An h x w window of a larger coverage ``alpha``, placed so that a random covered
+    pixel (when there is one) lies at a random spot inside it: the window shows the defect."""
+    big_h, big_w = alpha.shape
+    ys, xs = np.nonzero(alpha > 0)
+    if len(ys):
+        k = int(rng.integers(len(ys)))
+        y0 = int(np.clip(ys[k] - rng.integers(h), 0, big_h - h))
+        x0 = int(np.clip(xs[k] - rng.integers(w), 0, big_w - w))
     else:
-        raise ValueError(f"unknown defect kind {kind!r}; known: {DEFECT_KINDS}")
+        y0, x0 = int(rng.integers(big_h - h + 1)), int(rng.integers(big_w - w + 1))
+    return np.ascontiguousarray(alpha[y0:y0 + h, x0:x0 + w])
+
+
+def apply_defect(img: U8Image, kind: str, rng: np.random.Generator,
+                 textures: Textures | None = None, scale: float = 1.0) -> tuple[U8Image, np.ndarray]:
+    """One structured defect of ``kind``; returns (image, exact mask of changed pixels).
+
+    ``scale`` > 1: the defect is drawn as for a photo ``scale`` times the image's size and
+    a window of it is laid on the image, so a training crop carries defects as wide as
+    those of the whole photo it is cut from (holes and stamps are sized by the photo)."""
+    h, w = img.shape[:2]
+    if scale > 1.0:
+        alpha, color = defect_alpha(kind, rng, round(h * scale), round(w * scale), textures)
+        alpha = scaled_window(alpha, h, w, rng)
+    else:
+        alpha, color = defect_alpha(kind, rng, h, w, textures)
     return blend_defect(img, alpha, color)
 
 
@@ -376,27 +404,29 @@ def degrade_unstructured(img: FloatImage, rng: np.random.Generator, cfg: Degrade
 
 
 def add_defects(img: U8Image, rng: np.random.Generator, cfg: DegradeConfig,
-                textures: Textures | None = None) -> tuple[U8Image, np.ndarray]:
-    """1..max_defects structured defects; the mask is the union of their exact masks."""
+                textures: Textures | None = None, scale: float = 1.0) -> tuple[U8Image, np.ndarray]:
+    """1..max_defects structured defects (``apply_defect``'s ``scale``); the mask is the
+    union of their exact masks."""
     mask = np.zeros(img.shape[:2], bool)
     for _ in range(int(rng.integers(1, cfg.max_defects + 1))):
         kind = cfg.defect_kinds[int(rng.integers(len(cfg.defect_kinds)))]
-        img, m = apply_defect(img, kind, rng, textures)
+        img, m = apply_defect(img, kind, rng, textures, scale)
         mask |= m
     return img, mask
 
 
 def degrade(clean: U8Image, seed: int | tuple | list, cfg: DegradeConfig = DegradeConfig(),
             textures: Textures | None = None, defects: bool = True,
-            strong: bool = False) -> tuple[U8Image, U8Image, np.ndarray]:
+            strong: bool = False, defect_scale: float = 1.0) -> tuple[U8Image, U8Image, np.ndarray]:
     """(degraded, clean, mask) for a uint8 HxWx3 photo; the same seed gives the same triple.
 
     The mask (bool HxW, True = defect) holds exactly the pixels changed by structured
     defects; it is empty when the sample drew none or ``defects`` is False.
+    ``defect_scale``: ``apply_defect``'s ``scale``.
     """
     rng = np.random.default_rng(seed)
     img = to_u8(degrade_unstructured(to_float(clean), rng, cfg, textures, strong))
     mask = np.zeros(clean.shape[:2], bool)
     if defects and rng.random() < cfg.p_defects:
-        img, mask = add_defects(img, rng, cfg, textures)
+        img, mask = add_defects(img, rng, cfg, textures, defect_scale)
     return img, clean, mask

@@ -5,7 +5,8 @@ exact defect masks of the synthetic degradation.
              grain, paper, halftone, and with probability degrade.p_defects structured
              defects) -> (degraded x, mask m). The other samples carry no structured
              defect at all, so grain, texture, eyes, hair and lettering are seen unmarked;
-             ``detect.pristine`` of them are the clean crop itself (sharp edges, highlights).
+             ``detect.pristine`` of them are the clean crop itself (sharp edges, highlights);
+             ``detect.real`` of them are real old photos with synthetic defects drawn on.
     loss     BCE(logits, m; defect pixels weighted pos_weight) + dice * soft dice over the batch
     export   RUN_DIR/detector.pt (oldphoto_model.detect.save_detector)
 
@@ -23,7 +24,7 @@ from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
 from oldphoto_model.detect import load_detector, save_detector
 
 from ..config import Config
-from ..data.dataset import TrainingSamples
+from ..data.dataset import DetectSamples
 from ..dist import DistContext
 from .common import autocast, linear_decay, trained_network, unwrap, wrap
 
@@ -74,11 +75,13 @@ class DetectStage:
         self.schedulers = {"g": linear_decay(self.opt, self.steps, cfg.optim.decay_start)}
         self.net_ddp = wrap(self.net, ctx)
 
-    def dataset(self) -> TrainingSamples:
-        """The mapping stage's samples (with defects) at the detector's own crop size."""
+    def dataset(self) -> DetectSamples:
+        """The mapping stage's samples (with defects) at the detector's own crop size, a
+        share ``detect.real`` of them cut from real old photos."""
         c = copy.deepcopy(self.cfg)
         c.data.crop = self.cfg.detect.crop
-        return TrainingSamples(c, defects=True)
+        lo, hi = self.cfg.detect.defect_scale
+        return DetectSamples(c, self.cfg.detect.real, tuple(self.cfg.detect.real_holdout), (lo, hi))
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         x, mask = with_pristine(batch, self.cfg.detect.pristine)
