@@ -66,6 +66,10 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, _OOM_TYPES) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
 
 
+#: The most a defect mask may be grown (``RestoreOptions.grow``), in pixels.
+MAX_GROW = 64
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """What a person chooses for one restore (the plug-ins' and the CLI's options).
@@ -109,8 +113,8 @@ class RestoreOptions:
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
             raise InputError(f"mask_threshold must be in 0..255, got {self.mask_threshold}")
-        if not 0 <= int(self.grow) <= 64:
-            raise InputError(f"grow must be in 0..64 pixels, got {self.grow}")
+        if not 0 <= int(self.grow) <= MAX_GROW:
+            raise InputError(f"grow must be in 0..{MAX_GROW} pixels, got {self.grow}")
         if not 0.0 <= float(self.detail) <= 1.0:
             raise InputError(f"detail must be in 0..1, got {self.detail}")
         if not 0.0 <= float(self.tone) <= 1.0:

@@ -166,6 +166,9 @@ class DetectConfig:
     # holes and stamps are sized by the photo, so on a 192-px crop they came out 2-3 times
     # narrower than on a whole photo at evaluate's 512 px, and wide holes went unfound
     defect_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # the kinds that scale applies to: holes (flat white, wide on a whole photo); stamps
+    # drawn that large fill a crop with texture and taught skin and foliage as defects
+    scaled_kinds: list[str] = field(default_factory=lambda: ["hole"])
     threshold: float = 0.5         # stored in the weight file's metadata
 
 

@@ -165,11 +165,20 @@ def sweep_table(sweep: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def real_photos(cfg: Config) -> list[np.ndarray]:
-    """The real old photos (``evaluate.real_dir``) at long side ``eval.real_max_side``; [] when none."""
+def real_photos(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[np.ndarray]:
+    """The real old photos (``evaluate.real_dir``) at long side ``eval.real_max_side``,
+    without those whose file stem is in ``leave_out``; [] when none."""
     folder = real_dir(cfg)
     paths = list_images(folder) if folder is not None else []
-    return [load_photo(p, cfg.eval.real_max_side) for p in paths[:cfg.eval.real_photos or len(paths)]]
+    paths = paths[:cfg.eval.real_photos or len(paths)]
+    return [load_photo(p, cfg.eval.real_max_side) for p in paths if p.stem not in set(leave_out)]
+
+
+def trained_on(model) -> tuple[str, ...]:
+    """Stems of the real photos a detector's weight file says it was trained on."""
+    info = getattr(model, "weights_info", None)
+    seen = info.metadata.get("real_trained_on") if info is not None and isinstance(info.metadata, dict) else None
+    return tuple(str(s) for s in seen) if isinstance(seen, list) else ()
 
 
 def real_overlay_sheet(cfg: Config, detector: Detector, out: Path, cell: int = 256, per_row: int = 4) -> Path | None:
@@ -208,9 +217,12 @@ def eval_detect(cfg: Config, weights: str | Path | None, out: Path) -> list[Path
         f.write(",".join(rows[0]) + "\n")
         f.writelines(",".join(str(v) for v in r.values()) + "\n" for r in rows)
     written = [md, out / "detect.csv"]
-    sweep = threshold_sweep(pairs, model, real=real_photos(cfg))
+    seen = trained_on(model)
+    sweep = threshold_sweep(pairs, model, real=real_photos(cfg, seen))
     best = choose_threshold(sweep)
-    real_rule = f" and real old photos flagged <= {REAL_TARGET} %" if best.get("real") is not None else ""
+    real_rule = (f" and real old photos flagged <= {REAL_TARGET} %"
+                 f"{f' ({len(seen)} it was trained on left out)' if seen else ''}"
+                 if best.get("real") is not None else "")
     text = (f"{sweep_table(sweep)}\n\nlowest threshold with false alarms <= {FALSE_ALARM_TARGET} % "
             f"(clean and aged){real_rule}: {best['threshold']:g} (F1 {best['f1']:.3f}, recall {best['recall']:.3f}, "
             f"false alarms {best['fa_clean']:.2f} / {best['fa_aged']:.2f} %); this file's threshold: {threshold:g}")

@@ -298,7 +298,7 @@ def test_select_scratches_in_real_gimp3(gimp_ready, det_server, tmp_path):
     are unchanged, no channel is left behind, no undo group is left open; a server without
     detection is an error that says so. And Restore Old Photo with "find scratches" ticked and
     nothing selected restores with the detected mask."""
-    from oldphoto_model.detect import detect, load_detector
+    from oldphoto_model.detect import DETECT_GROW, detect, load_detector
     share = tmp_path
     installer.install("3", gimp3.plugin_dir(share))
     blind = ServerProcess(det_server.weights, detector="none").start()
@@ -357,6 +357,6 @@ def test_select_scratches_in_real_gimp3(gimp_ready, det_server, tmp_path):
     out = outs[3]
     assert out["status"] == "success", out
     got = np.frombuffer((share / "new_3.raw").read_bytes(), np.uint8).reshape(img3.shape)
-    want = reference(det_server.weights, img3, detect(img3, det)[1])
+    want = reference(det_server.weights, img3, detect(img3, det)[1], options={"grow": DETECT_GROW})
     assert np.array_equal(got, want), f"differs from the restore with the detected mask at {int((got != want).sum())}"
     assert not np.array_equal(got, reference(det_server.weights, img3)), "the detected mask made no difference"

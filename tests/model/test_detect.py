@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
-from oldphoto_model.detect import detect, detect_logits, load_detector, save_detector, to_network_input
-from oldphoto_model.errors import WeightsError
+from oldphoto_model.detect import (
+    detect,
+    detect_logits,
+    detect_probability,
+    load_detector,
+    save_detector,
+    to_network_input,
+)
+from oldphoto_model.errors import InputError, WeightsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,6 +55,30 @@ def test_tiled_equals_one_pass(shape, tile):
     padded = torch.from_numpy(np.pad(x[0].numpy(), ((0, 0), (0, ph), (0, pw)), mode="symmetric"))[None]
     with torch.no_grad():
         torch.testing.assert_close(whole, m(padded)[0, 0, :shape[0], :shape[1]], rtol=1e-5, atol=1e-5)
+
+
+def test_four_views_average_the_mirror_images():
+    """The four-view probability is the plain mean of the network's probabilities on the
+    flipped photo, flipped back (a single untiled pass as the reference), tiled or not;
+    hence a mirrored photo gets the mirrored map, which one view does not give."""
+    m = _model()
+    img = np.random.default_rng(4).integers(0, 256, (37, 52, 3), dtype=np.uint8)
+    x = to_network_input(img)
+    ref = sum(torch.sigmoid(detect_logits(x.flip(d), m, tile=10_000)).flip(d) if d else
+              torch.sigmoid(detect_logits(x, m, tile=10_000)) for d in [(), (-1,), (-2,), (-2, -1)]) / 4
+    torch.testing.assert_close(detect_probability(x, m, tile=16), ref, rtol=1e-5, atol=1e-6)
+    prob, _ = detect(img, m)
+    mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m)
+    np.testing.assert_allclose(mirrored, prob[:, ::-1], atol=1e-6)
+    one, _ = detect(img, m, views=1)
+    np.testing.assert_allclose(one, torch.sigmoid(detect_logits(x, m)).numpy(), atol=1e-6)
+    one_mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m, views=1)
+    assert np.abs(one_mirrored - one[:, ::-1]).max() > 1e-3
+    seen = []
+    detect(img, m, tile=16, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) == 4 * 12
+    with pytest.raises(InputError, match="views"):
+        detect(img, m, views=3)
 
 
 def test_detect_outputs_and_gray_equals_rgb(tmp_path):
@@ -102,7 +133,8 @@ def test_missing_default_detector_is_a_clear_weights_error(tmp_path, monkeypatch
 
 def test_restore_detected_is_restore_with_the_detected_mask(tiny_model):
     from oldphoto_model import RestoreOptions, Restorer
-    from oldphoto_model.detect import restore_detected
+    from oldphoto_model.detect import DETECT_GROW, restore_detected
+    from oldphoto_model.pipeline import MAX_GROW
     m = _model()
     img = np.random.default_rng(4).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     _, mask = detect(img, m, threshold=0.5)
@@ -113,7 +145,10 @@ def test_restore_detected_is_restore_with_the_detected_mask(tiny_model):
                                  threshold=0.5)
     np.testing.assert_array_equal(info["mask"], mask)
     assert info["flagged"] == pytest.approx((mask > 0).mean()) and info["low_memory"] is False
-    np.testing.assert_array_equal(out, r.restore(img, mask, RestoreOptions(grow=1)))
+    np.testing.assert_array_equal(out, r.restore(img, mask, RestoreOptions(grow=1 + DETECT_GROW)))
+    assert not np.array_equal(out, r.restore(img, mask, RestoreOptions(grow=1)))
+    most, _ = restore_detected(r, m, img, RestoreOptions(grow=MAX_GROW), threshold=0.5)   # capped, no error
+    np.testing.assert_array_equal(most, r.restore(img, mask, RestoreOptions(grow=MAX_GROW)))
     assert not np.array_equal(out, r.restore(img, None, RestoreOptions(grow=1)))
     fractions = [f for f, _ in seen]
     assert seen[0] == (0.0, "detect") and fractions == sorted(fractions) and fractions[-1] == 1.0

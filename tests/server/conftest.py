@@ -56,14 +56,14 @@ def address(server) -> str:
 
 @pytest.fixture(scope="session")
 def detector_path(tmp_path_factory):
-    """A small random-weight detector whose file names threshold 0.4 (it flags a fair
+    """A small random-weight detector whose file names threshold 0.22 (it flags a fair
     share of a random photo there, so masks are neither empty nor full)."""
     torch.manual_seed(7)
     m = ScratchDetector(DetectorConfig(width=4, levels=2))
     with torch.no_grad():
         for p in m.parameters():
-            p.mul_(1.5)
-    return save_detector(m, tmp_path_factory.mktemp("det") / "det.pt", {"threshold": 0.4, "purpose": "test"})
+            p.mul_(2.5)
+    return save_detector(m, tmp_path_factory.mktemp("det") / "det.pt", {"threshold": 0.22, "purpose": "test"})
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def test_detect_writes_the_mask(det_server, detector_path, local_detector, tmp_p
     assert 0 < (want_mask > 0).mean() < 1
     np.testing.assert_array_equal(np.asarray(Image.open(prob)), np.rint(want_prob * 255).astype(np.uint8))
     text = capsys.readouterr().out
-    assert f"wrote {out}" in text and "% of the pixels" in text and "threshold 0.4" in text
+    assert f"wrote {out}" in text and "% of the pixels" in text and "threshold 0.22" in text
     assert src.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "mask.png", "prob.png"]   # no temporaries
 
@@ -48,8 +48,8 @@ def test_detect_writes_the_mask(det_server, detector_path, local_detector, tmp_p
 def test_detect_threshold_flag(det_server, local_detector, tmp_path):
     img, src = _photo(tmp_path)
     out = tmp_path / "m.png"
-    assert main(["detect", str(src), str(out), "--threshold", "0.45", "--address", det_server.endpoint]) == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(out)), detect(img, local_detector, 0.45)[1])
+    assert main(["detect", str(src), str(out), "--threshold", "0.26", "--address", det_server.endpoint]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), detect(img, local_detector, 0.26)[1])
     assert main(["detect", str(src), str(tmp_path / "n.png"), "--threshold", "1.5",
                  "--address", det_server.endpoint]) == 2
 
@@ -93,9 +93,10 @@ def test_restore_detect(det_server, weights_path, detector_path, local_detector,
         args += ["--weights", str(weights_path), "--precision", "fp32"]
     assert main(args) == 0
     from oldphoto_model import RestoreOptions
+    from oldphoto_model.detect import DETECT_GROW
     found = detect(img, local_detector)[1]
     got = np.asarray(Image.open(dst))
-    np.testing.assert_array_equal(got, reference.restore(img, found, RestoreOptions(grow=1)))
+    np.testing.assert_array_equal(got, reference.restore(img, found, RestoreOptions(grow=1 + DETECT_GROW)))
     assert not np.array_equal(got, reference.restore(img, None, RestoreOptions(grow=1)))
     assert "detected scratches on" in capsys.readouterr().out
 
@@ -115,6 +116,8 @@ def test_restore_detect_refusals(address, det_server, tmp_path, capsys):
 
 def test_batch_restore_detect_only_where_no_mask(det_server, local_detector, reference, tmp_path, capsys):
     """A batch with --detect: photos with a mask use it, the others get the detected one."""
+    from oldphoto_model import RestoreOptions
+    from oldphoto_model.detect import DETECT_GROW
     album, masks, out = tmp_path / "album", tmp_path / "masks", tmp_path / "out"
     album.mkdir()
     masks.mkdir()
@@ -127,4 +130,4 @@ def test_batch_restore_detect_only_where_no_mask(det_server, local_detector, ref
                  "--address", det_server.endpoint]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), reference.restore(a, ma))
     np.testing.assert_array_equal(np.asarray(Image.open(out / "b.png")),
-                                  reference.restore(b, detect(b, local_detector)[1]))
+                                  reference.restore(b, detect(b, local_detector)[1], RestoreOptions(grow=DETECT_GROW)))

@@ -31,11 +31,11 @@ def _detect(address, img, **kw):
 def test_detect_matches_in_process(det_server, local_detector, channels):
     img = random_image(channels + 20, 45, 61, channels)
     mask, prob, meta = _detect(det_server.endpoint, img, probability=True)
-    want_prob, want_mask = detect(img, local_detector)          # the file's threshold, 0.4
+    want_prob, want_mask = detect(img, local_detector)          # the file's threshold, 0.22
     np.testing.assert_array_equal(mask, want_mask)
     np.testing.assert_array_equal(prob, np.rint(want_prob * 255).astype(np.uint8))
     assert 0 < (mask > 0).mean() < 1, "the test needs a partial mask"
-    assert meta["threshold"] == 0.4 and meta["probability"] is True
+    assert meta["threshold"] == 0.22 and meta["probability"] is True
     assert meta["flagged"] == pytest.approx((mask > 0).mean(), abs=1e-6)
     assert (meta["width"], meta["height"], meta["channels"]) == (61, 45, channels)
     assert meta["detector"].startswith("det.pt@") and meta["v"] == V
@@ -43,10 +43,10 @@ def test_detect_matches_in_process(det_server, local_detector, channels):
 
 def test_detect_threshold_and_mask_only(det_server, local_detector):
     img = random_image(30, 40, 40, 3)
-    loose, none, meta = _detect(det_server.endpoint, img, threshold=0.38)
-    assert none is None and meta["threshold"] == 0.38 and meta["probability"] is False
-    np.testing.assert_array_equal(loose, detect(img, local_detector, 0.38)[1])
-    strict, _, _ = _detect(det_server.endpoint, img, threshold=0.45)
+    loose, none, meta = _detect(det_server.endpoint, img, threshold=0.2)
+    assert none is None and meta["threshold"] == 0.2 and meta["probability"] is False
+    np.testing.assert_array_equal(loose, detect(img, local_detector, 0.2)[1])
+    strict, _, _ = _detect(det_server.endpoint, img, threshold=0.26)
     assert (strict > 0).sum() < (loose > 0).sum()
 
 
@@ -62,8 +62,9 @@ def test_restore_with_detect_uses_the_detected_mask(det_server, local_detector, 
         mask = random_mask(3, h, w)   # a mask sent along wins over detection
         given, given_meta = cl.restore(img.tobytes(), w, h, c, mask=mask.tobytes(), detect=True)
     from oldphoto_model import RestoreOptions
+    from oldphoto_model.detect import DETECT_GROW
     out = np.frombuffer(data, np.uint8).reshape(img.shape)
-    np.testing.assert_array_equal(out, reference.restore(img, found, RestoreOptions(grow=1)))
+    np.testing.assert_array_equal(out, reference.restore(img, found, RestoreOptions(grow=1 + DETECT_GROW)))
     assert not np.array_equal(out, np.frombuffer(plain, np.uint8).reshape(img.shape))
     assert meta["mask_source"] == "detected" and meta["flagged"] == pytest.approx((found > 0).mean(), abs=1e-6)
     assert plain_meta["mask_source"] == "none" and given_meta["mask_source"] == "request"
@@ -77,7 +78,7 @@ def test_info_says_whether_detection_is_available(det_server, address):
         info = cl.info()
     assert info["protocol"] == V == 2 and "detect" in info["ops"]
     d = info["detection"]
-    assert d["available"] is True and d["threshold"] == 0.4
+    assert d["available"] is True and d["threshold"] == 0.22
     assert d["weights"]["short_id"].startswith("det.pt@") and "path" not in d["weights"]
     with Client(address) as cl:          # the session's server has no detector
         d = cl.info()["detection"]

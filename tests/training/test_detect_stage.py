@@ -18,6 +18,7 @@ from training.eval_detect import (
     scores,
     summary,
     sweep_table,
+    trained_on,
 )
 from training.stages.detect import detection_loss, export_detector, with_pristine
 
@@ -69,6 +70,9 @@ def test_detect_samples_from_real_photos(smoke, real_dir):
     for slot in range(4):
         a, b = plain[(1, slot)], same[(1, slot)]
         assert all(torch.equal(a[k], b[k]) for k in ("clean", "degraded", "mask"))
+    scaled = DetectSamples(smoke, 0.0, (), (2.0, 3.0)).defect_scale(5, 1)
+    assert set(scaled) == {"hole"} and 2.0 <= scaled["hole"] <= 3.0      # holes only, by default
+    assert DetectSamples(smoke, 0.0).defect_scale(5, 1) == {}
     with pytest.raises(ValueError, match="real old photos"):
         DetectSamples(smoke, 0.5, ("kept_a", "kept_b", "held"))
     with pytest.raises(ValueError, match="defect_scale"):
@@ -77,8 +81,13 @@ def test_detect_samples_from_real_photos(smoke, real_dir):
 
 def test_detect_stage_with_real_photos_and_scaled_defects_resumes(smoke, real_dir, tmp_path):
     smoke.data.real_dirs = [str(real_dir)]
-    smoke.detect.real, smoke.detect.defect_scale = 0.5, [1.0, 2.5]
+    smoke.detect.real, smoke.detect.defect_scale, smoke.detect.real_holdout = 0.5, [1.0, 2.5], ["held"]
     train_and_check_resume(smoke, tmp_path, "detect", "detector")
+    model = load_detector(export_detector(smoke))
+    assert model.weights_info.metadata["real_trained_on"] == ["kept_a", "kept_b"]
+    assert trained_on(model) == ("kept_a", "kept_b")        # eval-detect leaves these out
+    smoke.detect.real = 0.0
+    assert trained_on(load_detector(export_detector(smoke))) == ()
 
 
 def test_loss_prefers_the_true_mask():

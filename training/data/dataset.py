@@ -182,9 +182,9 @@ class TrainingSamples(Dataset):
     def __len__(self) -> int:
         return len(self.pool)
 
-    def defect_scale(self, step: int, slot: int) -> float:
-        """``degrade``'s ``defect_scale`` for a sample: 1 (defects sized by the crop)."""
-        return 1.0
+    def defect_scale(self, step: int, slot: int) -> dict[str, float]:
+        """``degrade``'s ``defect_scale`` for a sample: none (defects sized by the crop)."""
+        return {}
 
     def clean_sample(self, rng: np.random.Generator) -> np.ndarray:
         d = self.cfg.data
@@ -221,15 +221,16 @@ class DetectSamples(TrainingSamples):
     are a crop of a real old photo with ``degrade.p_defects`` chance of synthetic
     structured defects on top. Only the drawn defects are marked: the scan's own grain,
     halftone and paper are negatives. ``clean`` is the crop without the drawn defects.
-    ``scale`` (low, high): each sample's defects are drawn as for a photo a uniform
-    random factor in that range larger than the crop (``apply_defect``'s ``scale``)."""
+    ``scale`` (low, high): each sample's defects of the ``scaled_kinds`` are drawn as for
+    a photo a uniform random factor in that range larger than the crop (``apply_defect``'s
+    ``scale``)."""
 
     def __init__(self, cfg: Config, real: float, holdout: tuple[str, ...] = (),
-                 scale: tuple[float, float] = (1.0, 1.0)) -> None:
+                 scale: tuple[float, float] = (1.0, 1.0), scaled_kinds: tuple[str, ...] = ("hole",)) -> None:
         super().__init__(cfg, defects=True)
         if not 1.0 <= scale[0] <= scale[1]:
             raise ValueError(f"--detect.defect_scale needs 1 <= low <= high, got {scale}")
-        self.scale_range = scale
+        self.scale_range, self.scaled_kinds = scale, scaled_kinds
         self.real_share = real
         self.detect_real = None
         if real > 0:
@@ -239,9 +240,10 @@ class DetectSamples(TrainingSamples):
                 raise ValueError("--detect.real needs real old photos (--data.real_dirs or "
                                  "prepare-data's <cache>/real); none are left after --detect.real_holdout")
 
-    def defect_scale(self, step: int, slot: int) -> float:
+    def defect_scale(self, step: int, slot: int) -> dict[str, float]:
         lo, hi = self.scale_range
-        return lo if hi == lo else float(np.random.default_rng([self.cfg.train.seed, step, slot, 2]).uniform(lo, hi))
+        s = lo if hi == lo else float(np.random.default_rng([self.cfg.train.seed, step, slot, 2]).uniform(lo, hi))
+        return {k: s for k in self.scaled_kinds} if s != 1.0 else {}
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         step, slot = key

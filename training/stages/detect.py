@@ -24,7 +24,8 @@ from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
 from oldphoto_model.detect import load_detector, save_detector
 
 from ..config import Config
-from ..data.dataset import DetectSamples
+from ..data.dataset import DetectSamples, RealPool
+from ..data.real_photos import domain_r_source
 from ..dist import DistContext
 from .common import autocast, linear_decay, trained_network, unwrap, wrap
 
@@ -81,7 +82,8 @@ class DetectStage:
         c = copy.deepcopy(self.cfg)
         c.data.crop = self.cfg.detect.crop
         lo, hi = self.cfg.detect.defect_scale
-        return DetectSamples(c, self.cfg.detect.real, tuple(self.cfg.detect.real_holdout), (lo, hi))
+        return DetectSamples(c, self.cfg.detect.real, tuple(self.cfg.detect.real_holdout), (lo, hi),
+                             tuple(self.cfg.detect.scaled_kinds))
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         x, mask = with_pristine(batch, self.cfg.detect.pristine)
@@ -102,6 +104,15 @@ class DetectStage:
         return [[x[i], m[i].expand_as(x[i]) * 2 - 1, p[i].expand_as(x[i]) * 2 - 1] for i in range(min(4, len(x)))]
 
 
+def real_trained_on(cfg: Config) -> list[str]:
+    """File stems of the real old photos the detector's samples were cut from (``detect.real``
+    > 0): ``eval-detect`` leaves them out of its real-photo false alarms."""
+    if cfg.detect.real <= 0:
+        return []
+    dirs, _ = domain_r_source(cfg.data)
+    return sorted(Path(p).stem for p in RealPool(dirs, cfg.detect.crop, tuple(cfg.detect.real_holdout)).paths)
+
+
 def export_detector(cfg: Config, out: str | Path | None = None) -> Path:
     """Write the trained detector of ``RUN_DIR/detect/last.pt`` to ``out`` (default
     ``RUN_DIR/detector.pt``) and load it back through the product's loader."""
@@ -110,6 +121,7 @@ def export_detector(cfg: Config, out: str | Path | None = None) -> Path:
     path = save_detector(net, Path(out or run / "detector.pt"), metadata={
         "purpose": "scratch detector", "preset": cfg.preset, "steps": step,
         "batch_size": cfg.detect.batch_size, "crop": cfg.detect.crop, "threshold": cfg.detect.threshold,
-        "training": "python -m training detect (synthetic defects of training/data/degradations.py)"})
+        "training": "python -m training detect (synthetic defects of training/data/degradations.py)",
+        "real_trained_on": real_trained_on(cfg)})
     load_detector(path)
     return path
