@@ -153,6 +153,9 @@ class DetectConfig:
     # photos are what the detector fires on most (its false alarms on clean photos were
     # three times those on aged ones), and the degradation chain never shows them
     pristine: float = 0.0
+    # share of those pristine crops brightened until their highlights clip to flat white
+    # (a blown sky, sunlit pavement): the real scans' most flagged areas looked like holes
+    overexposed: float = 0.0
     # share of samples cut from the real old photos (domain R, ``data.real_dirs`` or
     # <cache>/real) with synthetic defects drawn on top and only those marked: the scans'
     # own grain, halftone, paper and lettering are seen unmarked (the synthetic ageing

@@ -112,6 +112,11 @@ def test_pristine_samples_are_the_clean_crop_with_an_empty_mask():
     kept = [i for i in range(64) if torch.equal(x[i], batch["degraded"][i])]
     assert sorted(swapped + kept) == list(range(64)) and 8 < len(swapped) < 32
     assert not m[swapped].any() and all(torch.equal(m[i], batch["mask"][i]) for i in kept)
+    x, m = with_pristine(batch, 1.0, overexposed=1.0)         # every crop brightened, clipped
+    assert not m.any() and (x >= batch["clean"] - 1e-6).all() and (x == 1.0).float().mean() > 0.2
+    gain = (x + 1) / (batch["clean"] + 1)
+    unclipped = x < 1.0
+    assert gain[unclipped].min() >= 1.3 - 1e-4 and gain[unclipped].max() <= 2.5 + 1e-4
 
 
 def test_scores_with_tolerance():

@@ -50,15 +50,24 @@ def detection_loss(logits: torch.Tensor, target: torch.Tensor, pos_weight: float
     return {"bce": bce, "dice": d, "total": bce + dice * d}
 
 
-def with_pristine(batch: dict[str, torch.Tensor], share: float) -> tuple[torch.Tensor, torch.Tensor]:
+def with_pristine(batch: dict[str, torch.Tensor], share: float, overexposed: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input, target) of a batch: each sample, with probability ``share``, is replaced by its
-    clean crop and an empty mask. Drawn from torch's generator, which the loop seeds per step
+    clean crop and an empty mask; of those, a share ``overexposed`` is brightened by a gain
+    of 1.3-2.5 (highlights clipped to flat white, like a blown sky or sunlit pavement, which
+    must not pass for a hole). Drawn from torch's generator, which the loop seeds per step
     (so a resumed run draws the same)."""
     x, mask = batch["degraded"], batch["mask"]
     if share <= 0:
         return x, mask
-    pick = (torch.rand(x.shape[0]) < share).to(x.device).view(-1, 1, 1, 1)
-    return torch.where(pick, batch["clean"], x), torch.where(pick, torch.zeros_like(mask), mask)
+    n = x.shape[0]
+    pick = (torch.rand(n) < share).to(x.device).view(-1, 1, 1, 1)
+    clean = batch["clean"]
+    if overexposed > 0:
+        bright = (torch.rand(n) < overexposed).to(x.device).view(-1, 1, 1, 1)
+        gain = (1.3 + 1.2 * torch.rand(n)).to(x.device).view(-1, 1, 1, 1)
+        clean = torch.where(bright, ((clean + 1) * gain - 1).clamp(-1, 1), clean)
+    return torch.where(pick, clean, x), torch.where(pick, torch.zeros_like(mask), mask)
 
 
 class DetectStage:
@@ -86,7 +95,7 @@ class DetectStage:
                              tuple(self.cfg.detect.scaled_kinds))
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
-        x, mask = with_pristine(batch, self.cfg.detect.pristine)
+        x, mask = with_pristine(batch, self.cfg.detect.pristine, self.cfg.detect.overexposed)
         with autocast(self.ctx.device, amp):
             logits = self.net_ddp(x)
         losses = detection_loss(logits.float(), mask, self.cfg.detect.pos_weight, self.cfg.detect.dice)
