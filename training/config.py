@@ -172,6 +172,9 @@ class DetectConfig:
     # the kinds that scale applies to: holes (flat white, wide on a whole photo); stamps
     # drawn that large fill a crop with texture and taught skin and foliage as defects
     scaled_kinds: list[str] = field(default_factory=lambda: ["hole"])
+    # share of samples with scratch-like strokes drawn into the scene before the ageing,
+    # unmarked: the real scans' ropes, wires and specks of light were taken for scratches
+    scene_lines: float = 0.0
     threshold: float = 0.5         # stored in the weight file's metadata
 
 

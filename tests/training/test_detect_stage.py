@@ -73,6 +73,14 @@ def test_detect_samples_from_real_photos(smoke, real_dir):
     scaled = DetectSamples(smoke, 0.0, (), (2.0, 3.0)).defect_scale(5, 1)
     assert set(scaled) == {"hole"} and 2.0 <= scaled["hole"] <= 3.0      # holes only, by default
     assert DetectSamples(smoke, 0.0).defect_scale(5, 1) == {}
+    lined = DetectSamples(smoke, 0.0, (), (1.0, 1.0), ("hole",), lines=1.0)
+    base = DetectSamples(smoke, 0.0)
+    drawn = 0
+    for slot in range(6):
+        a, b = base[(2, slot)], lined[(2, slot)]
+        drawn += int(not torch.equal(a["clean"], b["clean"]))     # strokes drawn into the scene,
+        assert torch.equal(a["mask"], b["mask"])                  # never marked as defects
+    assert drawn >= 5
     with pytest.raises(ValueError, match="real old photos"):
         DetectSamples(smoke, 0.5, ("kept_a", "kept_b", "held"))
     with pytest.raises(ValueError, match="defect_scale"):

@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..config import Config
-from .degradations import Textures, add_defects, degrade
+from .degradations import Textures, add_defects, apply_defect, degrade
 from .real_photos import domain_r_source
 from .sources import crops_dir, is_flat, list_images
 
@@ -186,6 +186,10 @@ class TrainingSamples(Dataset):
         """``degrade``'s ``defect_scale`` for a sample: none (defects sized by the crop)."""
         return {}
 
+    def scene_lines(self, clean: np.ndarray, step: int, slot: int) -> np.ndarray:
+        """The clean crop, to which a subclass may add scene content: unchanged here."""
+        return clean
+
     def clean_sample(self, rng: np.random.Generator) -> np.ndarray:
         d = self.cfg.data
         img = self.pool.get(int(rng.integers(len(self.pool))), rng)
@@ -196,7 +200,7 @@ class TrainingSamples(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         step, slot = key
         rng = np.random.default_rng([self.cfg.train.seed, step, slot])
-        clean = self.clean_sample(rng)
+        clean = self.scene_lines(self.clean_sample(rng), step, slot)
         if not self.degraded:
             return {"clean": to_tensor(clean)}
         seed = int(rng.integers(2 ** 63))
@@ -223,10 +227,12 @@ class DetectSamples(TrainingSamples):
     halftone and paper are negatives. ``clean`` is the crop without the drawn defects.
     ``scale`` (low, high): each sample's defects of the ``scaled_kinds`` are drawn as for
     a photo a uniform random factor in that range larger than the crop (``apply_defect``'s
-    ``scale``)."""
+    ``scale``). ``lines``: share of samples given unmarked scene lines (``scene_lines``)."""
 
     def __init__(self, cfg: Config, real: float, holdout: tuple[str, ...] = (),
-                 scale: tuple[float, float] = (1.0, 1.0), scaled_kinds: tuple[str, ...] = ("hole",)) -> None:
+                 scale: tuple[float, float] = (1.0, 1.0), scaled_kinds: tuple[str, ...] = ("hole",),
+                 lines: float = 0.0) -> None:
+        self.lines = lines
         super().__init__(cfg, defects=True)
         if not 1.0 <= scale[0] <= scale[1]:
             raise ValueError(f"--detect.defect_scale needs 1 <= low <= high, got {scale}")
@@ -239,6 +245,19 @@ class DetectSamples(TrainingSamples):
             if self.detect_real is None or len(self.detect_real) == 0:
                 raise ValueError("--detect.real needs real old photos (--data.real_dirs or "
                                  "prepare-data's <cache>/real); none are left after --detect.real_holdout")
+
+    def scene_lines(self, clean: np.ndarray, step: int, slot: int) -> np.ndarray:
+        """With probability ``lines``: 1-3 scratch-like strokes (curves, cracks, dust) drawn
+        into the clean crop *before* the ageing and left unmarked: wires, ropes, poles and
+        specks of light are scene content, blurred and grained with the photo, while damage
+        happens to the print afterwards."""
+        rng = np.random.default_rng([self.cfg.train.seed, step, slot, 3])
+        if self.lines <= 0 or rng.random() >= self.lines:
+            return clean
+        for _ in range(int(rng.integers(1, 4))):
+            kind = ("curve", "crack", "dust")[int(rng.integers(3))]
+            clean, _ = apply_defect(clean, kind, rng, self.textures)
+        return clean
 
     def defect_scale(self, step: int, slot: int) -> dict[str, float]:
         lo, hi = self.scale_range

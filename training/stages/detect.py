@@ -92,7 +92,7 @@ class DetectStage:
         c.data.crop = self.cfg.detect.crop
         lo, hi = self.cfg.detect.defect_scale
         return DetectSamples(c, self.cfg.detect.real, tuple(self.cfg.detect.real_holdout), (lo, hi),
-                             tuple(self.cfg.detect.scaled_kinds))
+                             tuple(self.cfg.detect.scaled_kinds), self.cfg.detect.scene_lines)
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         x, mask = with_pristine(batch, self.cfg.detect.pristine, self.cfg.detect.overexposed)
