@@ -1,8 +1,9 @@
 """Speed and memory of the scratch detector: ``python bench/bench_detect.py [--ratio] [--big]``.
 
 Times ``oldphoto_model.detect.detect`` on a 1024^2 photo (the issue's target: <= 3 s on
-the development CPU), with one view and with the default four (mirror images averaged) with the shipped weights (random weights when none are shipped;
-the time does not depend on them). The load average is printed with it: on a shared
+the development CPU) with one view and with the default four (mirror images averaged),
+with the shipped weights (random weights when none are shipped; the time does not
+depend on them). The load average is printed with it: on a shared
 machine the seconds mean little alone, so ``--ratio`` also times a 1024^2 restore with
 the shipped model in the same conditions and prints detection / restore (what detection
 adds to a restore with ``detect``). ``--big`` runs a 24 MP scan (6000 x 4000) and prints
@@ -50,7 +51,6 @@ def main() -> None:
               f"{min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s over {a.repeat} runs "
               f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
     print(f"{DEFAULT_VIEWS} views / 1 view = {best[DEFAULT_VIEWS] / best[1]:.2f}")
-    times = [best[DEFAULT_VIEWS]]
     if a.ratio:
         from oldphoto_model import Restorer, load_model
         restorer = Restorer(load_model(), device="cpu", precision="fp32")
@@ -58,7 +58,7 @@ def main() -> None:
         t = time.perf_counter()
         restorer.restore(img)
         r = time.perf_counter() - t
-        print(f"1024x1024 restore (no mask): {r:.2f} s; detection / restore = {min(times) / r:.2f} "
+        print(f"1024x1024 restore (no mask): {r:.2f} s; detection / restore = {best[DEFAULT_VIEWS] / r:.2f} "
               f"(load average {os.getloadavg()[0]:.2f})")
     if a.big:
         big = np.random.default_rng(1).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)

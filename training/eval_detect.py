@@ -170,8 +170,9 @@ def real_photos(cfg: Config, leave_out: tuple[str, ...] = ()) -> list[np.ndarray
     without those whose file stem is in ``leave_out``; [] when none."""
     folder = real_dir(cfg)
     paths = list_images(folder) if folder is not None else []
-    paths = paths[:cfg.eval.real_photos or len(paths)]
-    return [load_photo(p, cfg.eval.real_max_side) for p in paths if p.stem not in set(leave_out)]
+    left_out = set(leave_out)
+    return [load_photo(p, cfg.eval.real_max_side) for p in paths[:cfg.eval.real_photos or len(paths)]
+            if p.stem not in left_out]
 
 
 def trained_on(model) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..config import Config
+from ..config import Config, DataConfig
 from .degradations import Textures, add_defects, apply_defect, degrade
 from .real_photos import domain_r_source
 from .sources import crops_dir, is_flat, list_images
@@ -132,8 +132,15 @@ class RealPool:
 
     def __init__(self, dirs: list[str], crop: int, exclude: tuple[str, ...] = ()) -> None:
         """``exclude``: file stems left out (held-out photos)."""
-        self.paths = [p for d in dirs for p in list_images(d) if Path(p).stem not in set(exclude)]
+        left_out = set(exclude)
+        self.paths = [p for d in dirs for p in list_images(d) if Path(p).stem not in left_out]
         self.crop = crop
+
+    @classmethod
+    def of(cls, data: DataConfig, crop: int, exclude: tuple[str, ...] = ()) -> RealPool | None:
+        """The pool of domain R's photos (``domain_r_source``); None when there are none."""
+        dirs, _ = domain_r_source(data)
+        return cls(dirs, crop, exclude) if dirs else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -175,8 +182,7 @@ class TrainingSamples(Dataset):
         self.degraded = degraded   # False: clean crops only (VAE_B), no degradation synthesis
         self.with_real = with_real
         self.pool = PhotoPool(cfg)
-        real_dirs, _ = domain_r_source(cfg.data)
-        self.real = RealPool(real_dirs, cfg.data.crop) if real_dirs else None
+        self.real = RealPool.of(cfg.data, cfg.data.crop)
         self.textures = textures if textures is not None else load_textures(cfg.data.cache_dir)
 
     def __len__(self) -> int:
@@ -232,16 +238,15 @@ class DetectSamples(TrainingSamples):
     def __init__(self, cfg: Config, real: float, holdout: tuple[str, ...] = (),
                  scale: tuple[float, float] = (1.0, 1.0), scaled_kinds: tuple[str, ...] = ("hole",),
                  lines: float = 0.0) -> None:
-        self.lines = lines
         super().__init__(cfg, defects=True)
         if not 1.0 <= scale[0] <= scale[1]:
             raise ValueError(f"--detect.defect_scale needs 1 <= low <= high, got {scale}")
         self.scale_range, self.scaled_kinds = scale, scaled_kinds
+        self.lines = lines
         self.real_share = real
         self.detect_real = None
         if real > 0:
-            real_dirs, _ = domain_r_source(cfg.data)
-            self.detect_real = RealPool(real_dirs, cfg.data.crop, holdout) if real_dirs else None
+            self.detect_real = RealPool.of(cfg.data, cfg.data.crop, holdout)
             if self.detect_real is None or len(self.detect_real) == 0:
                 raise ValueError("--detect.real needs real old photos (--data.real_dirs or "
                                  "prepare-data's <cache>/real); none are left after --detect.real_holdout")

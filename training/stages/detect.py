@@ -25,7 +25,6 @@ from oldphoto_model.detect import load_detector, save_detector
 
 from ..config import Config
 from ..data.dataset import DetectSamples, RealPool
-from ..data.real_photos import domain_r_source
 from ..dist import DistContext
 from .common import autocast, linear_decay, trained_network, unwrap, wrap
 
@@ -118,8 +117,8 @@ def real_trained_on(cfg: Config) -> list[str]:
     > 0): ``eval-detect`` leaves them out of its real-photo false alarms."""
     if cfg.detect.real <= 0:
         return []
-    dirs, _ = domain_r_source(cfg.data)
-    return sorted(Path(p).stem for p in RealPool(dirs, cfg.detect.crop, tuple(cfg.detect.real_holdout)).paths)
+    pool = RealPool.of(cfg.data, cfg.detect.crop, tuple(cfg.detect.real_holdout))
+    return sorted(Path(p).stem for p in pool.paths) if pool is not None else []
 
 
 def export_detector(cfg: Config, out: str | Path | None = None) -> Path:
