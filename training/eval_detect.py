@@ -41,16 +41,24 @@ TOLERANCE = 2
 Detector = Callable[[np.ndarray], np.ndarray]      # uint8 HxWx3 -> bool HxW
 
 
-def eval_pairs(cfg: Config) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def eval_pairs(cfg: Config, kinds: list[dict[str, np.ndarray]] | None = None
+               ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(name, clean, degraded, bool mask, aged without defects) per evaluation photo, made as
-    ``evaluate`` makes its pairs (``degraded_pair``: the same degraded photos)."""
+    ``evaluate`` makes its pairs (``degraded_pair``: the same degraded photos). ``kinds``:
+    when given, gets per photo {defect kind: bool mask of the pixels that kind changed}."""
     textures = load_textures(cfg.data.cache_dir)
     out = []
     for i, (name, clean) in enumerate(eval_photos(cfg)):
-        degraded, mask = degraded_pair(cfg, i, clean, textures)
+        parts: list[tuple[str, np.ndarray]] = []
+        degraded, mask = degraded_pair(cfg, i, clean, textures, parts)
         # the identical seed draws the identical unstructured ageing (defects come last)
         aged, _, _ = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=False)
         out.append((name, clean, degraded, mask, aged))
+        if kinds is not None:
+            by_kind: dict[str, np.ndarray] = {}
+            for kind, m in parts:
+                by_kind[kind] = by_kind.get(kind, np.zeros_like(mask)) | m
+            kinds.append(by_kind)
     return out
 
 
@@ -72,14 +80,24 @@ def scores(c: dict[str, float]) -> dict[str, float]:
 
 
 def detection_rows(cfg: Config, pairs: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                   detectors: dict[str, Detector]) -> list[dict]:
+                   detectors: dict[str, Detector], kinds: list[dict[str, np.ndarray]] | None = None
+                   ) -> list[dict]:
     """One row per (photo, detector): the ``match_counts`` on the degraded photo and the
-    pixels flagged on the clean and the aged-undamaged versions. ``pairs`` as ``eval_pairs``."""
+    pixels flagged on the clean and the aged-undamaged versions. ``pairs`` as ``eval_pairs``;
+    with its ``kinds``, also per defect kind K of ``cfg.degrade.defect_kinds`` ``true_K``
+    (pixels K changed) and ``hit_K`` (those within the tolerance of a flagged pixel)."""
     rows = []
-    for name, clean, degraded, mask, aged in pairs:
+    for i, (name, clean, degraded, mask, aged) in enumerate(pairs):
         for method, fn in detectors.items():
-            rows.append({"photo": name, "method": method, **match_counts(fn(degraded), mask),
-                         "pixels": mask.size, "fa_clean": int(fn(clean).sum()), "fa_aged": int(fn(aged).sum())})
+            pred = fn(degraded)
+            row = {"photo": name, "method": method, **match_counts(pred, mask),
+                   "pixels": mask.size, "fa_clean": int(fn(clean).sum()), "fa_aged": int(fn(aged).sum())}
+            if kinds is not None:
+                near = dilate(torch.from_numpy(pred), TOLERANCE).numpy()
+                for kind in cfg.degrade.defect_kinds:
+                    m = kinds[i].get(kind, np.zeros_like(mask))
+                    row[f"true_{kind}"], row[f"hit_{kind}"] = int(m.sum()), int((m & near).sum())
+            rows.append(row)
     return rows
 
 
@@ -97,6 +115,21 @@ def summary(rows: list[dict]) -> tuple[list[dict], str]:
         lines.append(f"| {m} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['iou']:.3f} | "
                      f"{s['iou_exact']:.3f} | {s['fa_clean']:.2f} | {s['fa_aged']:.2f} |")
     return table, "\n".join(lines)
+
+
+def kind_table(rows: list[dict], kinds: tuple[str, ...] | list[str]) -> str:
+    """Markdown: per defect kind, its share of all defect pixels and each detector's recall
+    on it (``detection_rows`` with ``kinds``; a pixel two defects changed counts for both)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    first = [r for r in rows if r["method"] == methods[0]]
+    total = sum(r[f"true_{k}"] for r in first for k in kinds) or 1
+    lines = ["| defect kind | share of defect pixels | " + " | ".join(f"recall, {m}" for m in methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    for k in kinds:
+        true = sum(r[f"true_{k}"] for r in first)
+        rec = [sum(r[f"hit_{k}"] for r in rows if r["method"] == m) / true if true else 0.0 for m in methods]
+        lines.append(f"| {k} | {100 * true / total:.1f} % | " + " | ".join(f"{v:.3f}" for v in rec) + " |")
+    return "\n".join(lines)
 
 
 def default_detectors(model, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Detector]:
@@ -207,9 +240,11 @@ def eval_detect(cfg: Config, weights: str | Path | None, out: Path) -> list[Path
     model = load_detector(path)
     threshold = model_threshold(model)
     detectors = default_detectors(model, threshold)
-    pairs = eval_pairs(cfg)
-    rows = detection_rows(cfg, pairs, detectors)
+    kinds: list[dict[str, np.ndarray]] = []
+    pairs = eval_pairs(cfg, kinds)
+    rows = detection_rows(cfg, pairs, detectors, kinds)
     _, table = summary(rows)
+    table += "\n\n" + kind_table(rows, cfg.degrade.defect_kinds)
     print(table, flush=True)
     md = out / "detect.md"
     md.write_text(f"detector: {path}\nphotos: {len(pairs)}, seed {cfg.eval.seed}, max side {cfg.eval.max_side}, "

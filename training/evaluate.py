@@ -58,12 +58,17 @@ def eval_photos(cfg: Config) -> list[tuple[str, np.ndarray]]:
     return [(p.stem, load_photo(p, cfg.eval.max_side)) for p in paths]
 
 
-def degraded_pair(cfg: Config, i: int, clean: np.ndarray, textures) -> tuple[np.ndarray, np.ndarray]:
+def degraded_pair(cfg: Config, i: int, clean: np.ndarray, textures,
+                  parts: list[tuple[str, np.ndarray]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(degraded, bool defect mask) of evaluation photo ``i``: a fixed seed per photo, and
-    always with defects, so the in-mask figures are defined."""
-    degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True)
+    always with defects, so the in-mask figures are defined. ``parts``: when given, gets
+    each defect's (kind, exact mask) (``add_defects``)."""
+    degraded, _, mask = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=True, parts=parts)
     if not mask.any():
-        degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures)
+        if parts is not None:
+            parts.clear()
+        degraded, mask = add_defects(degraded, np.random.default_rng([cfg.eval.seed, i, 1]), cfg.degrade, textures,
+                                     parts=parts)
     return degraded, mask
 
 

@@ -14,6 +14,7 @@ from training.eval_detect import (
     choose_threshold,
     detection_rows,
     eval_pairs,
+    kind_table,
     match_counts,
     scores,
     summary,
@@ -175,3 +176,24 @@ def test_choose_threshold_keeps_both_false_alarm_budgets():
     assert choose_threshold(no_real)["threshold"] == 0.8
     assert choose_threshold(sweep, target=0.01)["threshold"] == 0.99   # none fits: the fewest
     assert "| 0.9 |" in sweep_table(sweep) and "| – |" in sweep_table(no_real)
+
+
+def test_recall_by_defect_kind(smoke):
+    kinds: list = []
+    pairs = eval_pairs(smoke, kinds)
+    assert len(kinds) == len(pairs)
+    for (_, _, _, mask, _), by_kind in zip(pairs, kinds):
+        union = np.zeros_like(mask)
+        for kind, m in by_kind.items():
+            assert kind in smoke.degrade.defect_kinds and m.any()
+            union |= m
+        assert np.array_equal(union, mask)          # the kinds' masks are exactly the defect mask
+    # a detector that finds one kind only: recall 1 on it, 0 on the others it does not touch
+    first = next(k for k in smoke.degrade.defect_kinds if any(k in b for b in kinds))
+    marks = iter([b.get(first, np.zeros_like(p[3])) for p, b in zip(pairs, kinds) for _ in (0, 1, 2)])
+    rows = detection_rows(smoke, pairs, {"one kind": lambda img: next(marks)}, kinds)
+    assert all(r[f"hit_{first}"] == r[f"true_{first}"] for r in rows)
+    table = kind_table(rows, smoke.degrade.defect_kinds)
+    assert f"| {first} |" in table and "| 1.000 |" in table
+    share = sum(r[f"true_{first}"] for r in rows) / sum(r[f"true_{k}"] for r in rows for k in smoke.degrade.defect_kinds)
+    assert f"| {first} | {100 * share:.1f} % | 1.000 |" in table

@@ -404,31 +404,34 @@ def degrade_unstructured(img: FloatImage, rng: np.random.Generator, cfg: Degrade
 
 
 def add_defects(img: U8Image, rng: np.random.Generator, cfg: DegradeConfig,
-                textures: Textures | None = None, scale: Mapping[str, float] | None = None
-                ) -> tuple[U8Image, np.ndarray]:
+                textures: Textures | None = None, scale: Mapping[str, float] | None = None,
+                parts: list[tuple[str, np.ndarray]] | None = None) -> tuple[U8Image, np.ndarray]:
     """1..max_defects structured defects; the mask is the union of their exact masks.
-    ``scale``: kind -> ``apply_defect``'s ``scale`` (kinds not named: 1)."""
+    ``scale``: kind -> ``apply_defect``'s ``scale`` (kinds not named: 1).
+    ``parts``: when given, each defect's (kind, exact mask) is appended to it."""
     mask = np.zeros(img.shape[:2], bool)
     for _ in range(int(rng.integers(1, cfg.max_defects + 1))):
         kind = cfg.defect_kinds[int(rng.integers(len(cfg.defect_kinds)))]
         img, m = apply_defect(img, kind, rng, textures, (scale or {}).get(kind, 1.0))
         mask |= m
+        if parts is not None:
+            parts.append((kind, m))
     return img, mask
 
 
 def degrade(clean: U8Image, seed: int | tuple | list, cfg: DegradeConfig = DegradeConfig(),
             textures: Textures | None = None, defects: bool = True,
-            strong: bool = False, defect_scale: Mapping[str, float] | None = None
-            ) -> tuple[U8Image, U8Image, np.ndarray]:
+            strong: bool = False, defect_scale: Mapping[str, float] | None = None,
+            parts: list[tuple[str, np.ndarray]] | None = None) -> tuple[U8Image, U8Image, np.ndarray]:
     """(degraded, clean, mask) for a uint8 HxWx3 photo; the same seed gives the same triple.
 
     The mask (bool HxW, True = defect) holds exactly the pixels changed by structured
     defects; it is empty when the sample drew none or ``defects`` is False.
-    ``defect_scale``: ``add_defects``'s ``scale`` (kind -> scale).
+    ``defect_scale``, ``parts``: ``add_defects``'s ``scale`` (kind -> scale) and ``parts``.
     """
     rng = np.random.default_rng(seed)
     img = to_u8(degrade_unstructured(to_float(clean), rng, cfg, textures, strong))
     mask = np.zeros(clean.shape[:2], bool)
     if defects and rng.random() < cfg.p_defects:
-        img, mask = add_defects(img, rng, cfg, textures, defect_scale)
+        img, mask = add_defects(img, rng, cfg, textures, defect_scale, parts)
     return img, clean, mask
