@@ -142,7 +142,7 @@ def default_detectors(model, threshold: float = DEFAULT_THRESHOLD) -> dict[str, 
 
 
 #: Thresholds ``threshold_sweep`` tries (the probability a pixel needs to be flagged).
-SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
+SWEEP = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.985, 0.99, 0.992, 0.995, 0.998, 0.999)
 #: The false-alarm budget the shipped threshold is chosen for: at most this share (%) of
 #: the pixels of undamaged photos (clean and aged, each) flagged.
 FALSE_ALARM_TARGET = 0.5
