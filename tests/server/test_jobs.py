@@ -41,6 +41,16 @@ def _wait_for(cl: Client, rid: str, kind: str, stage: str = None, timeout: float
     raise AssertionError(f"no {kind} for {rid} within {timeout} s")
 
 
+def _wait_all(cl: Client, wanted: set, timeout: float = 30.0) -> None:
+    """Read messages until each (request id, type, stage or None) in ``wanted`` has arrived."""
+    deadline, left, sock = time.time() + timeout, set(wanted), cl._socket()
+    while left and time.time() < deadline:
+        if sock.poll(100):
+            h = proto.unpack_header(sock.recv_multipart()[0])
+            left -= {(h.get("id"), h["type"], h.get("stage")), (h.get("id"), h["type"], None)}
+    assert not left, f"not seen within {timeout} s: {left}"
+
+
 def _final(cl: Client, rid: str, timeout: float = 60.0) -> dict:
     deadline = time.time() + timeout
     sock = cl._socket()
@@ -112,7 +122,9 @@ def test_vanishing_client_harms_nobody(address, reference):
     before = _stats(address)
     gone = Client(address)
     rids = [_send_restore(gone, random_image(6 + k, BIG, BIG, 3)) for k in range(2)]   # one runs, one waits
-    _wait_for(gone, rids[0], "progress", "start")
+    # both requests must have reached the server before the client vanishes (LINGER 0
+    # would otherwise discard the second one's bytes still in flight)
+    _wait_all(gone, {(rids[0], "progress", "start"), (rids[1], "accepted", None)})
     gone.close()                                  # like GIMP killing the plug-in: LINGER 0, no goodbye
     img = random_image(8, 28, 36, 4)
     with Client(address) as cl:
