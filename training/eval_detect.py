@@ -49,12 +49,12 @@ def eval_pairs(cfg: Config, kinds: list[dict[str, np.ndarray]] | None = None
     textures = load_textures(cfg.data.cache_dir)
     out = []
     for i, (name, clean) in enumerate(eval_photos(cfg)):
-        parts: list[tuple[str, np.ndarray]] = []
+        parts: list[tuple[str, np.ndarray]] | None = [] if kinds is not None else None
         degraded, mask = degraded_pair(cfg, i, clean, textures, parts)
         # the identical seed draws the identical unstructured ageing (defects come last)
         aged, _, _ = degrade(clean, [cfg.eval.seed, i], cfg.degrade, textures, defects=False)
         out.append((name, clean, degraded, mask, aged))
-        if kinds is not None:
+        if parts is not None and kinds is not None:
             by_kind: dict[str, np.ndarray] = {}
             for kind, m in parts:
                 by_kind[kind] = by_kind.get(kind, np.zeros_like(mask)) | m
