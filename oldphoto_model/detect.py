@@ -32,6 +32,7 @@ import torch
 from .archs.detector import DetectorConfig, ScratchDetector
 from .errors import InputError
 from .netfile import load_network, save_network
+from .tiles import run_tiled
 from .weights import DEFAULT_DETECTOR as DEFAULT_DETECTOR  # re-exported: the shipped file
 from .weights import default_detector_path
 
@@ -115,26 +116,7 @@ def detect_logits(x: torch.Tensor, model: ScratchDetector, tile: int = DEFAULT_T
     computed from the tile plus a halo of at least the receptive radius, aligned to
     the multiple, and cut at the photo's edges (so border tiles see the same zero
     padding as a single pass)."""
-    m = model.config.multiple
-    halo = -(-model.config.receptive_radius // m) * m
-    tile = max(m, tile // m * m)
-    _, _, h, w = x.shape
-    ph, pw = -h % m, -w % m
-    if ph or pw:
-        # symmetric padding works for any size, even smaller than the padding
-        x = torch.from_numpy(np.pad(x[0].numpy(), ((0, 0), (0, ph), (0, pw)), mode="symmetric"))[None]
-    hp, wp = h + ph, w + pw
-    dev = next(model.parameters()).device
-    out = torch.empty(hp, wp)
-    starts = [(y, x0) for y in range(0, hp, tile) for x0 in range(0, wp, tile)]
-    for i, (y0, x0) in enumerate(starts):
-        y1, x1 = min(hp, y0 + tile), min(wp, x0 + tile)
-        a, b, c, d = max(0, y0 - halo), min(hp, y1 + halo), max(0, x0 - halo), min(wp, x1 + halo)
-        logits = model(x[:, :, a:b, c:d].to(dev))[0, 0].float().cpu()
-        out[y0:y1, x0:x1] = logits[y0 - a:y1 - a, x0 - c:x1 - c]
-        if progress is not None:
-            progress((i + 1) / len(starts))
-    return out[:h, :w]
+    return run_tiled(model, x, model.config.multiple, model.config.receptive_radius, tile, progress)[0]
 
 
 def detect_probability(x: torch.Tensor, model: ScratchDetector, tile: int = DEFAULT_TILE,

@@ -37,6 +37,16 @@ def save_network(net: nn.Module, path: str | os.PathLike, fmt: str, version: int
     return atomic_write(Path(path), lambda f: torch.save(payload, f))
 
 
+def chosen_path(path: str | os.PathLike | None, default: Path, missing: str) -> Path:
+    """``path``, or when None the installed ``default`` file: a WeightsError saying
+    ``missing`` when this installation lacks it."""
+    if path is not None:
+        return Path(path)
+    if not default.is_file():
+        raise WeightsError(str(default), missing)
+    return default
+
+
 def load_network(path: Path, fmt: str, version: int, key: str, label: str,
                  build: Callable[[dict[str, Any]], NetT], map_location: str | torch.device = "cpu") -> NetT:
     """Read a file written by ``save_network``: ``build(config dict)`` makes the network,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .archs.fill import FillNet
 from .archs.nonlocal_block import dilate
 from .bands import SHARPEN, merge
 from .config import AttentionOptions
@@ -25,6 +26,7 @@ from .device import select_device, select_precision
 from .errors import InputError
 from .fill import smooth_offset
 from .lean import DEFAULT_BAND_ELEMENTS, count_layers, lean_forward
+from .learned_fill import refine_fill, shipped_fill
 from .levels import STRENGTH as BLACK_POINT
 from .levels import lift_blacks
 from .model import RestorationModel, mask_to_latent, prefill
@@ -97,6 +99,9 @@ class RestoreOptions:
     (``oldphoto_model.tone``: fading, tint, lifted blacks, lost contrast) the scan's tone
     gets before the merge (whole photo only, like ``black_point``; without a tone
     estimator it does nothing).
+    ``learned_fill``: the defects' fill is the learned fill's refinement of their
+    harmonic fill (``oldphoto_model.learned_fill``; without a learned-fill file, or off:
+    the harmonic fill), in both modes.
     ``oldphoto_model.bands`` has the two-band merge behind both.
     """
 
@@ -109,6 +114,7 @@ class RestoreOptions:
     sharpen: float = SHARPEN
     black_point: float = BLACK_POINT
     auto_tone: float = AUTO_TONE
+    learned_fill: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= int(self.mask_threshold) <= 255:
@@ -173,15 +179,17 @@ class Restorer:
     def __init__(self, model: RestorationModel, device: str | torch.device = "auto",
                  precision: str = "auto", attention: AttentionOptions = AttentionOptions(),
                  band_elements: int = DEFAULT_BAND_ELEMENTS,
-                 tone: Optional[ToneEstimator] | str = SHIPPED) -> None:
-        """``tone``: the tone estimator of the ``auto_tone`` option; ``"shipped"`` (the
-        default) loads the installed one when there is one, None restores without."""
+                 tone: Optional[ToneEstimator] | str = SHIPPED,
+                 fill: Optional[FillNet] | str = SHIPPED) -> None:
+        """``tone``: the tone estimator of the ``auto_tone`` option; ``fill``: the learned
+        fill of the ``learned_fill`` option. ``"shipped"`` (the default) loads the
+        installed one when there is one, None restores without."""
         self.band_elements = band_elements
-        if isinstance(tone, str):
-            if tone != SHIPPED:
-                raise ValueError(f"tone must be a ToneEstimator, None or {SHIPPED!r}, got {tone!r}")
-            tone = shipped_tone()
-        self.tone = tone
+        for name, value in (("tone", tone), ("fill", fill)):
+            if isinstance(value, str) and value != SHIPPED:
+                raise ValueError(f"{name} must be a network, None or {SHIPPED!r}, got {value!r}")
+        self.tone: Optional[ToneEstimator] = shipped_tone() if isinstance(tone, str) else tone
+        self.fill: Optional[FillNet] = shipped_fill() if isinstance(fill, str) else fill
         self.device = select_device(device)
         self.dtype = select_precision(self.device, precision)
         self.attention = attention
@@ -290,6 +298,8 @@ class Restorer:
                 defect = binary[None, None].float()
         # once for the network and the merge: the scratch's pixels are no detail and must not count
         filled = prefill(x, defect)
+        if defect is not None and self.fill is not None and options.learned_fill:
+            filled = refine_fill(filled, x, defect, self.fill)
         y, low_memory = self._network(_pad(filled, ph, pw), None if defect is None else _pad(defect, ph, pw),
                                       progress)
         y = y[:, :, :h, :w].cpu()

@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .archs.tone import ToneConfig, ToneEstimator, apply_colour_matrix
-from .errors import WeightsError
 from .fill import fill_holes
-from .netfile import load_network, save_network
+from .netfile import chosen_path, load_network, save_network
 
 TONE_FORMAT = "oldphoto-tone-weights"
 TONE_VERSION = 1
@@ -36,11 +35,9 @@ def save_tone(net: ToneEstimator, path: str | os.PathLike, metadata: dict[str, A
 
 def load_tone(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> ToneEstimator:
     """Load a tone-estimator file (default: the shipped ``weights/tone.pt``) in eval mode."""
-    p = Path(path) if path is not None else DEFAULT_TONE
-    if path is None and not p.is_file():
-        raise WeightsError(str(p), "no tone-estimator weights in this installation: reinstall the package or "
-                                   "train them with `python -m training tone` (restoring works without them, "
-                                   "with the scan's own tone)")
+    p = chosen_path(path, DEFAULT_TONE, "no tone-estimator weights in this installation: reinstall the package "
+                                        "or train them with `python -m training tone` (restoring works without "
+                                        "them, with the scan's own tone)")
     return load_network(p, TONE_FORMAT, TONE_VERSION, "tone", "tone-estimator",
                         lambda d: ToneEstimator(ToneConfig.from_dict(d)), map_location)
 

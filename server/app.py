@@ -59,7 +59,7 @@ def weights_identity(restorer: Restorer) -> dict[str, Any]:
 
 def network_identity(net: Optional[Any]) -> dict[str, Any]:
     """File name, sha256, short id and metadata of a helper network's weights (the scratch
-    detector's, the tone estimator's; empty if unknown)."""
+    detector's, the tone estimator's, the learned fill's; empty if unknown)."""
     wi = getattr(net, "weights_info", None)
     if wi is None:
         return {}
@@ -479,6 +479,9 @@ class Server:
             # the tone estimator behind the auto_tone option (none: auto_tone does nothing)
             "tone": ({"available": True, "weights": network_identity(self.restorer.tone)}
                      if self.restorer.tone is not None else {"available": False}),
+            # the learned fill behind the learned_fill option (none: the harmonic fill)
+            "fill": ({"available": True, "weights": network_identity(self.restorer.fill)}
+                     if self.restorer.fill is not None else {"available": False}),
             "queue": w.queue_state() if w else {"queued": 0, "running": 0},
             "stats": w.stats_snapshot() if w else {},
             "peers": self.connections.peers() if self.connections else 0,

@@ -209,6 +209,8 @@ def cmd_serve(argv: Sequence[str]) -> int:
           else f"scratch detection unavailable ({why}); restoring works as before", flush=True)
     print(f"automatic tone: {network_identity(restorer.tone).get('short_id')}" if restorer.tone is not None
           else "automatic tone unavailable (no tone estimator installed): auto_tone does nothing", flush=True)
+    print(f"learned fill: {network_identity(restorer.fill).get('short_id')}" if restorer.fill is not None
+          else "learned fill unavailable (none installed): defects get the harmonic fill", flush=True)
     if server.public_key:
         print(f"CURVE encryption on; clients need the server's public key {server.public_key} "
               f"(--server-key, or the plug-in's 'Server public key' setting)", flush=True)

@@ -69,6 +69,9 @@ OPTIONS: dict[str, tuple[type, Any, str]] = {
     "auto_tone": (float, _DEFAULTS.auto_tone, "0..1: how much of the tone estimator's correction of fading, "
                                               "tint, lifted blacks and lost contrast is applied (whole photo "
                                               "only)"),
+    "learned_fill": (bool, _DEFAULTS.learned_fill, "fill the defects with the learned fill's refinement of "
+                                                   "their smooth (harmonic) fill (off, or without a "
+                                                   "learned-fill file: the harmonic fill)"),
 }
 
 

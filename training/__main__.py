@@ -18,6 +18,7 @@ COMMANDS = {
     "detect": "train the scratch detector on the synthetic defects; writes RUN_DIR/detector.pt",
     "tone": "train the tone estimator (fading, tint, lifted blacks, contrast) on synthetic fades; "
             "writes RUN_DIR/tone.pt",
+    "fill": "train the learned fill of the defects (refines their harmonic fill); writes RUN_DIR/fill.pt",
     "export": "write the server's weight file and check that the restore pipeline loads it",
     "evaluate": "PSNR/SSIM of the weights on the evaluation photos vs degraded input and Telea",
     "eval-detect": "precision/recall/F1/IoU and false alarms of the scratch detector vs a classical "
@@ -42,7 +43,8 @@ Outputs go to the run folder (--train.run_dir; the preset's default is runs/PRES
 
 
 #: stages that write a helper network's file, with --out: (what, default file name in RUN_DIR)
-_EXPORTS = {"detect": ("detector weight", "detector.pt"), "tone": ("tone-estimator", "tone.pt")}
+_EXPORTS = {"detect": ("detector weight", "detector.pt"), "tone": ("tone-estimator", "tone.pt"),
+            "fill": ("learned-fill", "fill.pt")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +111,12 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
         if int(os.environ.get("RANK", "0")) == 0:
             log = lambda msg: print(f"[tone] {msg}", flush=True)  # noqa: E731
             log(f"wrote {export_tone(cfg, getattr(args, 'out', None), log)}")
+    elif command == "fill":
+        from .stages import train_stage
+        from .stages.fill import export_fill
+        train_stage(cfg, command)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"[fill] wrote {export_fill(cfg, getattr(args, 'out', None))}", flush=True)
     elif command == "eval-detect":
         from .eval_detect import eval_detect
         out = Path(getattr(args, "out", None) or Path(cfg.train.run_dir) / "eval-detect")

@@ -179,6 +179,29 @@ class DetectConfig:
 
 
 @dataclass
+class FillTrainConfig:
+    """The learned fill stage (``python -m training fill``, oldphoto_model.archs.fill).
+
+    Samples: clean crops aged by ``degrade``'s unstructured chain, then 1..max_defects
+    structured defects (always at least one); the target is the aged crop without them,
+    so the network learns to fill in the scan's own tone. Loss: L1 over the mask."""
+
+    width: int = 24
+    levels: int = 3
+    steps: int = 6000
+    batch_size: int = 8
+    crop: int = 192
+    lr: float = 1e-3
+    # holes and brush stamps are sized by the photo: drawn as for a photo up to this many
+    # times the crop (192-px crops of 512-px evaluation photos: up to 2.7)
+    defect_scale: list[float] = field(default_factory=lambda: [1.0, 2.7])
+    scaled_kinds: list[str] = field(default_factory=lambda: ["hole", "stamp"])
+    # the mask grown by 0..grow_max pixels: selections are drawn loose, detected masks are
+    # grown, so intact pixels inside the mask must come through
+    grow_max: int = 3
+
+
+@dataclass
 class ToneTrainConfig:
     """The tone estimator stage (``python -m training tone``, oldphoto_model.archs.tone).
 
@@ -234,6 +257,7 @@ class EvalConfig:
     recipe_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     detector: str = ""             # scratch detector for the "detected mask" row: "" = the shipped one, "none" = skip
     tone: str = ""                 # tone estimator of the model rows: "" = the shipped one, "none" = without
+    fill: str = ""                 # learned fill of the model rows: "" = the shipped one, "none" = harmonic fill only
 
 
 @dataclass
@@ -252,6 +276,7 @@ class Config:
     mapping: StageConfig = field(default_factory=lambda: StageConfig(steps=150_000, batch_size=4))
     detect: DetectConfig = field(default_factory=DetectConfig)
     tone: ToneTrainConfig = field(default_factory=ToneTrainConfig)
+    fill: FillTrainConfig = field(default_factory=FillTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -351,6 +376,7 @@ def _smoke() -> Config:
     c.mapping = StageConfig(steps=3, batch_size=2)
     c.detect = DetectConfig(width=4, steps=3, batch_size=2, crop=32)
     c.tone = ToneTrainConfig(hidden=8, thumb=16, view=48, samples=24, chunk=10, holdout=4, steps=3, batch_size=4)
+    c.fill = FillTrainConfig(width=4, levels=2, steps=3, batch_size=2, crop=32)
     c.train.run_dir = "runs/smoke"
     c.train.log_every = 1
     c.train.ckpt_every = 2

@@ -7,7 +7,8 @@ the selection changes" (the plug-in's default with a selection), the model on th
 whole photo with the mask the scratch detector finds (``--eval.detector``: the shipped
 one unless a file or ``none`` is given; scored against the true mask); with
 ``--eval.ablations`` also the restore options one at a time. The model rows use the
-shipped tone estimator (``--eval.tone``: a file, or ``none`` for none). Columns: PSNR, SSIM,
+shipped tone estimator (``--eval.tone``: a file, or ``none`` for none) and the shipped
+learned fill (``--eval.fill``: a file, or ``none`` for the harmonic fill). Columns: PSNR, SSIM,
 PSNR inside the defect mask, edge sharpness (``metrics.edge_sharpness``) and the
 fill's tone offset to its surroundings (``metrics.fill_delta``).
 
@@ -28,6 +29,7 @@ from PIL import Image
 
 from oldphoto_model import RestoreOptions, Restorer, load_model
 from oldphoto_model.detect import load_detector, restore_detected
+from oldphoto_model.learned_fill import load_fill
 from oldphoto_model.pipeline import SHIPPED
 from oldphoto_model.tone import load_tone
 
@@ -118,6 +120,10 @@ def methods(cfg: Config, restorer: Restorer, detector=None
                              dataclasses.replace(full, auto_tone=0.0)),
                             ("whole photo, auto_tone 0.5", dataclasses.replace(full, auto_tone=0.5)),
                             ("whole photo, grow 3", dataclasses.replace(full, grow=3)),
+                            ("whole photo, harmonic fill (learned_fill off)",
+                             dataclasses.replace(full, learned_fill=False)),
+                            ("selection, harmonic fill (learned_fill off)",
+                             dataclasses.replace(sel, learned_fill=False)),
                             ("selection, tone matching off", dataclasses.replace(sel, match_tone=False))):
             rows[f"model, {label}"] = model(opts)
     return rows
@@ -129,7 +135,8 @@ def evaluate(cfg: Config, weights: str | Path | None = None, out_dir: str | Path
     out = Path(out_dir or Path(cfg.train.run_dir) / "eval")
     out.mkdir(parents=True, exist_ok=True)
     tone = None if cfg.eval.tone == "none" else load_tone(cfg.eval.tone) if cfg.eval.tone else SHIPPED
-    restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision, tone=tone)
+    fill = None if cfg.eval.fill == "none" else load_fill(cfg.eval.fill) if cfg.eval.fill else SHIPPED
+    restorer = Restorer(load_model(weights), cfg.train.device, cfg.eval.precision, tone=tone, fill=fill)
     detector = load_detector(cfg.eval.detector or None) if cfg.eval.detector != "none" else None
     if opencv() is None:
         print("[evaluate] OpenCV is not installed: the Telea and hand-recipe baselines are left out of "

@@ -138,7 +138,7 @@ def test_info_describes_the_server(address, weights_path):
     assert info["weights"]["metadata"]["purpose"].startswith("test")
     assert info["limits"]["max_pixels"] == 1_000_000
     assert set(info["options"]) == {"mask_threshold", "restrict_to_mask", "grow", "match_tone", "detail", "tone",
-                                    "sharpen", "black_point", "auto_tone"}
+                                    "sharpen", "black_point", "auto_tone", "learned_fill"}
     assert {"ping", "info", "restore", "cancel"} <= set(info["ops"])
 
 

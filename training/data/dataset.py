@@ -12,8 +12,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from oldphoto_model.archs.nonlocal_block import dilate
+from oldphoto_model.fill import harmonic_fill
+
 from ..config import Config, DataConfig
-from .degradations import Textures, add_defects, apply_defect, degrade
+from .degradations import Textures, add_defects, apply_defect, degrade, degrade_unstructured, to_float, to_u8
 from .real_photos import domain_r_source
 from .sources import crops_dir, is_flat, list_images
 
@@ -282,6 +285,37 @@ class DetectSamples(TrainingSamples):
             img, mask = add_defects(crop, pick, self.cfg.degrade, self.textures, self.defect_scale(step, slot))
         return {"clean": to_tensor(crop), "degraded": to_tensor(img),
                 "mask": torch.from_numpy(mask[None].astype(np.float32))}
+
+
+class FillSamples(TrainingSamples):
+    """The learned fill's samples (``cfg.fill``): ``degraded`` (the aged crop with 1..
+    max_defects structured defects, the ``scaled_kinds`` drawn as for a photo up to
+    ``defect_scale`` times the crop), ``target`` (the aged crop without them), ``mask``
+    (the defects grown by 0..``grow_max`` pixels) and ``filled`` (``degraded`` with the
+    mask harmonically filled: the network's starting point, as in the product)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg, defects=True)
+        lo, hi = cfg.fill.defect_scale
+        if not 1.0 <= lo <= hi:
+            raise ValueError(f"--fill.defect_scale needs 1 <= low <= high, got {cfg.fill.defect_scale}")
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        step, slot = key
+        f = self.cfg.fill
+        rng = np.random.default_rng([self.cfg.train.seed, step, slot])
+        clean = self.clean_sample(rng)
+        aged = to_u8(degrade_unstructured(to_float(clean), rng, self.cfg.degrade, self.textures))
+        lo, hi = f.defect_scale
+        scale = float(rng.uniform(lo, hi))
+        degraded, mask = aged, np.zeros(aged.shape[:2], bool)
+        while not mask.any():       # a defect may miss the crop: draw again
+            degraded, mask = add_defects(aged, rng, self.cfg.degrade, self.textures,
+                                         {k: scale for k in f.scaled_kinds})
+        m = dilate(torch.from_numpy(mask), int(rng.integers(0, f.grow_max + 1)))[None].float()
+        x = to_tensor(degraded)
+        return {"degraded": x, "target": to_tensor(aged), "mask": m,
+                "filled": harmonic_fill(x[None], 1 - m[None])[0]}
 
 
 class StepSampler(Sampler):

@@ -133,3 +133,28 @@ def trained_network(cfg: Config, stage: str, key: str, net: NetT) -> tuple[NetT,
     payload = read_checkpoint(ckpt)
     net.load_state_dict(payload["modules"][key])
     return net, int(payload["step"])
+
+
+class SingleNetworkStage:
+    """A stage that trains one network with Adam and the linear decay (the scratch
+    detector, the learned fill): ``modules``, ``optimizers`` and ``schedulers`` as the loop
+    wants them; ``net_ddp`` for the forward pass, ``optimise`` for the update."""
+
+    def __init__(self, cfg: Config, ctx: DistContext, name: str, key: str, net: nn.Module, lr: float,
+                 steps: int, what: str, log=print) -> None:
+        self.cfg, self.ctx, self.name = cfg, ctx, name
+        self.steps = steps
+        self.net = net.to(ctx.device)
+        log(f"{what}, {sum(p.numel() for p in self.net.parameters()) / 1e3:.0f} k parameters")
+        self.modules = {key: self.net}
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.optimizers = {"g": self.opt}          # "g": the loop logs this optimiser's learning rate
+        self.schedulers = {"g": linear_decay(self.opt, steps, cfg.optim.decay_start)}
+        self.net_ddp = wrap(self.net, ctx)
+
+    def optimise(self, loss: torch.Tensor) -> None:
+        """One Adam step on ``loss``, then the schedule's."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.schedulers["g"].step()

@@ -26,7 +26,7 @@ from oldphoto_model.detect import load_detector, save_detector
 from ..config import Config
 from ..data.dataset import DetectSamples, RealPool
 from ..dist import DistContext
-from .common import autocast, linear_decay, trained_network, unwrap, wrap
+from .common import SingleNetworkStage, autocast, trained_network, unwrap
 
 
 def detector_config(cfg: Config) -> DetectorConfig:
@@ -69,20 +69,13 @@ def with_pristine(batch: dict[str, torch.Tensor], share: float, overexposed: flo
     return torch.where(pick, clean, x), torch.where(pick, torch.zeros_like(mask), mask)
 
 
-class DetectStage:
+class DetectStage(SingleNetworkStage):
     """The detector, its optimiser and schedule; the loop calls ``train_step`` and ``sample_rows``."""
 
     def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
-        self.cfg, self.ctx, self.name = cfg, ctx, "detect"
-        self.steps = cfg.detect.steps
-        self.net = ScratchDetector(detector_config(cfg)).to(ctx.device)
-        log(f"detector: width {cfg.detect.width}, levels {cfg.detect.levels}, "
-            f"{sum(p.numel() for p in self.net.parameters()) / 1e3:.0f} k parameters, crop {cfg.detect.crop}")
-        self.modules = {"detector": self.net}
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.detect.lr)
-        self.optimizers = {"g": self.opt}          # "g": the loop logs this optimiser's learning rate
-        self.schedulers = {"g": linear_decay(self.opt, self.steps, cfg.optim.decay_start)}
-        self.net_ddp = wrap(self.net, ctx)
+        d = cfg.detect
+        super().__init__(cfg, ctx, "detect", "detector", ScratchDetector(detector_config(cfg)), d.lr, d.steps,
+                         f"detector: width {d.width}, levels {d.levels}, crop {d.crop}", log)
 
     def dataset(self) -> DetectSamples:
         """The mapping stage's samples (with defects) at the detector's own crop size, a
@@ -98,10 +91,7 @@ class DetectStage:
         with autocast(self.ctx.device, amp):
             logits = self.net_ddp(x)
         losses = detection_loss(logits.float(), mask, self.cfg.detect.pos_weight, self.cfg.detect.dice)
-        self.opt.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        self.opt.step()
-        self.schedulers["g"].step()
+        self.optimise(losses["total"])
         return {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()

@@ -22,11 +22,12 @@ from ..dist import DistContext, barrier, cleanup, mean_scalar, setup
 from ..logger import ProgressBar, ScalarLog, save_grid, tensor_to_u8
 from .common import amp_dtype, use_channels_last
 from .detect import DetectStage
+from .fill import FillStage
 from .mapping import MappingStage
 from .tone import ToneStage
 from .vae import VAEStage
 
-STAGES = ("vae-a", "vae-b", "mapping", "detect", "tone")
+STAGES = ("vae-a", "vae-b", "mapping", "detect", "tone", "fill")
 
 
 def build_stage(cfg: Config, ctx: DistContext, name: str, log=print):
@@ -40,11 +41,14 @@ def build_stage(cfg: Config, ctx: DistContext, name: str, log=print):
         return DetectStage(cfg, ctx, log)
     if name == "tone":
         return ToneStage(cfg, ctx, log)
+    if name == "fill":
+        return FillStage(cfg, ctx, log)
     raise ValueError(f"unknown stage {name!r}; stages: {STAGES}")
 
 
 def stage_config(cfg: Config, name: str):
-    return {"vae-a": cfg.vae_a, "vae-b": cfg.vae_b, "mapping": cfg.mapping, "detect": cfg.detect, "tone": cfg.tone}[name]
+    return {"vae-a": cfg.vae_a, "vae-b": cfg.vae_b, "mapping": cfg.mapping, "detect": cfg.detect, "tone": cfg.tone,
+            "fill": cfg.fill}[name]
 
 
 def step_seed(cfg: Config, step: int, rank: int) -> int:
