@@ -165,14 +165,21 @@ def merge(x: torch.Tensor, y: torch.Tensor, defect: Optional[torch.Tensor], tone
     high_x = x - low_x
     toned = y + (1 - tone) * (low_x - low_y)
     out = toned
+    has_defects = defect is not None and bool((defect > 0.5).any())
+    if detail > 0 or has_defects:
+        detail_x = denoised_detail(x, high_x, sharpen)
     if detail > 0:
-        out = out + detail * (denoised_detail(x, high_x, sharpen) - (y - low_y))
-    if defect is None or not bool((defect > 0.5).any()):
+        out = out + detail * (detail_x - (y - low_y))
+    if defect is None or not has_defects:
         return out
     photo = photo_weight(defect, x.shape)
     # next to a defect (a scratch's soft edge is no detail) the network's result
-    # stands, on it the pre-filled scan; each shifted by a smooth offset measured around
-    # them, so both continue the merged surroundings' tone
+    # stands, on it the pre-filled scan, its fine band through the same noise gate as the
+    # rest of the photo (a learned fill carries the scan's grain, which must not stay
+    # where the surroundings were denoised); each shifted by a smooth offset measured
+    # around them, so both continue the merged surroundings' tone
     intact = (photo >= 1).to(y.dtype)
-    fill = torch.where(defect > 0.5, x + smooth_offset(out, x, intact), toned + smooth_offset(out, toned, intact))
+    x_gated = low_x + detail_x
+    fill = torch.where(defect > 0.5, x_gated + smooth_offset(out, x_gated, intact),
+                       toned + smooth_offset(out, toned, intact))
     return fill + (out - fill) * photo

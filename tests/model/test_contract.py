@@ -120,7 +120,8 @@ def test_merge_keeps_edges_drops_noise_and_fills_defects_from_the_scan():
     brighter = merge(step + 0.3, soft, None, tone=0.0, detail=0.0)
     assert abs(float(brighter.mean() - (step + 0.3).mean())) < 1e-4
     assert float((low_pass(brighter) - low_pass(step + 0.3)).abs().max()) < 0.1
-    # on defects the pre-filled scan stands (not the network's result)
+    # on defects the pre-filled scan stands (not the network's result), its fine band
+    # through the same noise gate as the rest
     defect = torch.zeros(1, 1, 64, 64)
     defect[..., 28:36, :] = 1
     w = photo_weight(defect, step.shape)
@@ -128,7 +129,13 @@ def test_merge_keeps_edges_drops_noise_and_fills_defects_from_the_scan():
     filled = harmonic_fill(step + noise, 1 - defect)
     blotch = soft + 0.8 * defect                            # a network whose fill is a bright band
     out = merge(filled, blotch, defect, tone=1.0, detail=1.0)
-    assert float((out - filled)[..., 28:36, :].abs().max()) < 0.05
+    assert float((out - filled)[..., 28:36, :].abs().max()) < 0.15       # the step's edge is sharpened
+    assert float((out - filled)[..., 28:36, 4:24].abs().mean()) < 0.03    # flat: the fill itself
+    # grain a fill carries (a learned fill continues the scan's) is gated like the scan's own
+    grain = 0.05 * torch.randn(1, 3, 64, 64) * defect
+    grainy = merge(filled + grain, blotch, defect, tone=1.0, detail=1.0)
+    left = (grainy - out)[..., 28:36, 4:24].abs().mean()
+    assert float(left) < 0.4 * float(grain[..., 28:36, 4:24].abs().mean())
     # a fill takes the merged tone around it: a network result tinted 0.3 too
     # bright comes back to the grey area's level everywhere at tone 0, halfway at 0.5
     grey = torch.full((1, 3, 64, 64), 0.5)
