@@ -8,41 +8,26 @@ it (the harmonic fill alone).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Optional
 
 import torch
 
 from .archs.fill import FillConfig, FillNet
-from .netfile import chosen_path, load_network, save_network
+from .netfile import HelperFile
 from .tiles import run_tiled
 
-FILL_FORMAT = "oldphoto-fill-weights"
-FILL_VERSION = 1
 DEFAULT_FILL = Path(__file__).resolve().parent / "weights" / "fill.pt"
+FILL_FILE: HelperFile[FillNet] = HelperFile(
+    "oldphoto-fill-weights", 1, "fill", "learned-fill", DEFAULT_FILL,
+    "no learned-fill weights in this installation: train them with `python -m training fill` "
+    "(restoring works without them, with the harmonic fill)",
+    lambda d: FillNet(FillConfig.from_dict(d)))
+save_fill = FILL_FILE.save        # (net, path, metadata=None) -> Path
+load_fill = FILL_FILE.load        # (path=None: weights/fill.pt, map_location="cpu")
+shipped_fill = FILL_FILE.shipped  # () -> the installed learned fill or None
 
 #: Output pixels per tile side: a 1024^2 tile plus halo needs about 1 GB in float32.
 FILL_TILE = 1024
-
-
-def save_fill(net: FillNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the learned fill atomically (float32)."""
-    return save_network(net, path, FILL_FORMAT, FILL_VERSION, "fill", metadata)
-
-
-def load_fill(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> FillNet:
-    """Load a learned-fill file (default: the shipped ``weights/fill.pt``) in eval mode."""
-    p = chosen_path(path, DEFAULT_FILL, "no learned-fill weights in this installation: reinstall the package "
-                                        "or train them with `python -m training fill` (restoring works without "
-                                        "them, with the harmonic fill)")
-    return load_network(p, FILL_FORMAT, FILL_VERSION, "fill", "learned-fill",
-                        lambda d: FillNet(FillConfig.from_dict(d)), map_location)
-
-
-def shipped_fill() -> Optional[FillNet]:
-    """The shipped learned fill, or None when this installation has none."""
-    return load_fill() if DEFAULT_FILL.is_file() else None
 
 
 @torch.inference_mode()

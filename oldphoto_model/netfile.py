@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -72,3 +73,31 @@ def load_network(path: Path, fmt: str, version: int, key: str, label: str,
     setattr(net, "weights_info", WeightsInfo(path=name, sha256=_sha256(path),
                                              config=getattr(net, "config"), metadata=metadata))
     return net
+
+
+@dataclass(frozen=True)
+class HelperFile(Generic[NetT]):
+    """One helper network's weight file: its ``fmt`` and ``version``, the state dict's
+    ``key``, a ``label`` for messages, the installed ``default`` file and what to say when
+    it is missing, and ``build`` (config dict -> network)."""
+
+    fmt: str
+    version: int
+    key: str
+    label: str
+    default: Path
+    missing: str
+    build: Callable[[dict[str, Any]], NetT]
+
+    def save(self, net: NetT, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        """Write ``net`` atomically (float32)."""
+        return save_network(net, path, self.fmt, self.version, self.key, metadata)
+
+    def load(self, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> NetT:
+        """Load ``path`` (default: the installed file) in eval mode; ``weights_info`` set."""
+        return load_network(chosen_path(path, self.default, self.missing), self.fmt, self.version, self.key,
+                            self.label, self.build, map_location)
+
+    def shipped(self) -> Optional[NetT]:
+        """The installed network, or None when this installation has none."""
+        return self.load() if self.default.is_file() else None

@@ -12,39 +12,25 @@ network under "tone"; the shipped one is ``weights/tone.pt``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from .archs.tone import ToneConfig, ToneEstimator, apply_colour_matrix
 from .fill import fill_holes
-from .netfile import chosen_path, load_network, save_network
+from .netfile import HelperFile
 
-TONE_FORMAT = "oldphoto-tone-weights"
-TONE_VERSION = 1
 DEFAULT_TONE = Path(__file__).resolve().parent / "weights" / "tone.pt"
-
-
-def save_tone(net: ToneEstimator, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Write the tone estimator atomically (float32)."""
-    return save_network(net, path, TONE_FORMAT, TONE_VERSION, "tone", metadata)
-
-
-def load_tone(path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> ToneEstimator:
-    """Load a tone-estimator file (default: the shipped ``weights/tone.pt``) in eval mode."""
-    p = chosen_path(path, DEFAULT_TONE, "no tone-estimator weights in this installation: reinstall the package "
-                                        "or train them with `python -m training tone` (restoring works without "
-                                        "them, with the scan's own tone)")
-    return load_network(p, TONE_FORMAT, TONE_VERSION, "tone", "tone-estimator",
-                        lambda d: ToneEstimator(ToneConfig.from_dict(d)), map_location)
-
-
-def shipped_tone() -> Optional[ToneEstimator]:
-    """The shipped tone estimator, or None when this installation has none."""
-    return load_tone() if DEFAULT_TONE.is_file() else None
+TONE_FILE: HelperFile[ToneEstimator] = HelperFile(
+    "oldphoto-tone-weights", 1, "tone", "tone-estimator", DEFAULT_TONE,
+    "no tone-estimator weights in this installation: reinstall the package or train them with "
+    "`python -m training tone` (restoring works without them, with the scan's own tone)",
+    lambda d: ToneEstimator(ToneConfig.from_dict(d)))
+save_tone = TONE_FILE.save        # (net, path, metadata=None) -> Path
+load_tone = TONE_FILE.load        # (path=None: the shipped weights/tone.pt, map_location="cpu")
+shipped_tone = TONE_FILE.shipped  # () -> the shipped estimator or None
 
 
 def thumbnail(x: torch.Tensor, known: Optional[torch.Tensor], side: int) -> torch.Tensor:

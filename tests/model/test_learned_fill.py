@@ -1,13 +1,15 @@
 """The learned fill: the harmonic fill when untrained, only defect pixels change, tiled
 inference (skipping tiles without defects) equal to one plain pass, a weight file that
 round-trips, and in the restore only where ``learned_fill`` asks for it."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from oldphoto_model import RestoreOptions, Restorer, WeightsError
 from oldphoto_model.archs.fill import FillConfig, FillNet
-from oldphoto_model.learned_fill import load_fill, refine_fill, save_fill
+from oldphoto_model.learned_fill import FILL_FILE, load_fill, refine_fill, save_fill
 from oldphoto_model.tiles import pad_to_multiple
 
 from ..conftest import random_model
@@ -78,6 +80,13 @@ def test_weight_file_round_trips(tmp_path):
         load_fill(tmp_path / "bad.pt")
     with pytest.raises(WeightsError, match="file not found"):
         load_fill(tmp_path / "missing.pt")
+    # an installation without the file: a clear error for the default, and no fill to use
+    bare = dataclasses.replace(FILL_FILE, default=tmp_path / "absent.pt")
+    with pytest.raises(WeightsError, match="no learned-fill weights"):
+        bare.load()
+    assert bare.shipped() is None
+    installed = dataclasses.replace(FILL_FILE, default=path)
+    assert installed.shipped().config == net.config
 
 
 def test_restore_uses_it_on_the_defects_only_when_asked():
