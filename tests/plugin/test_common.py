@@ -232,8 +232,11 @@ def test_restore_tuning_is_the_model_s():
     from server.protocol import OPTIONS as PROTOCOL_OPTIONS
     opt = dict((o[0], o) for o in common.OPTIONS)
     # every restore option of the protocol is offered, except the mask's threshold (the
-    # server's stays) and restrict_to_mask (set from "only change the selected scratches")
-    assert sorted(common.SERVER_OPTIONS) == sorted(set(PROTOCOL_OPTIONS) - {"mask_threshold", "restrict_to_mask"})
+    # server's stays), restrict_to_mask (set from "only change the selected scratches") and
+    # learned_fill (no learned-fill file ships yet, docs/MODEL.md "Learned fill": the
+    # server's default stands until one does)
+    assert sorted(common.SERVER_OPTIONS) == sorted(set(PROTOCOL_OPTIONS) - {"mask_threshold", "restrict_to_mask",
+                                                                            "learned_fill"})
     assert sorted(common.RANGES) == sorted(n for n in common.SERVER_OPTIONS if opt[n][1] in (int, float))
     for name in common.SERVER_OPTIONS:
         typ, default, _help = PROTOCOL_OPTIONS[name]
