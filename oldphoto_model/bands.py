@@ -170,7 +170,7 @@ def merge(x: torch.Tensor, y: torch.Tensor, defect: Optional[torch.Tensor], tone
         detail_x = denoised_detail(x, high_x, sharpen)
     if detail > 0:
         out = out + detail * (detail_x - (y - low_y))
-    if defect is None or not has_defects:
+    if defect is None or not has_defects:     # (None checked again for the type checker)
         return out
     photo = photo_weight(defect, x.shape)
     # next to a defect (a scratch's soft edge is no detail) the network's result

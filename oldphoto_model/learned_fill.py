@@ -44,7 +44,5 @@ def refine_fill(filled: torch.Tensor, scan: torch.Tensor, defect: torch.Tensor, 
     f = filled.float().cpu()
     inputs = FillNet.inputs(f, scan.float().cpu(), mask)
     residual = run_tiled(net, inputs, net.config.multiple, net.config.receptive_radius, tile,
-                         needed=mask[0, 0] > 0)
-    if residual.shape[0] == 0:
-        return filled
+                         needed=mask[0, 0] > 0)    # at least one tile holds a defect
     return (f + mask * residual[None]).to(filled.dtype)

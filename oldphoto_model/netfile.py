@@ -38,16 +38,6 @@ def save_network(net: nn.Module, path: str | os.PathLike, fmt: str, version: int
     return atomic_write(Path(path), lambda f: torch.save(payload, f))
 
 
-def chosen_path(path: str | os.PathLike | None, default: Path, missing: str) -> Path:
-    """``path``, or when None the installed ``default`` file: a WeightsError saying
-    ``missing`` when this installation lacks it."""
-    if path is not None:
-        return Path(path)
-    if not default.is_file():
-        raise WeightsError(str(default), missing)
-    return default
-
-
 def load_network(path: Path, fmt: str, version: int, key: str, label: str,
                  build: Callable[[dict[str, Any]], NetT], map_location: str | torch.device = "cpu") -> NetT:
     """Read a file written by ``save_network``: ``build(config dict)`` makes the network,
@@ -94,9 +84,12 @@ class HelperFile(Generic[NetT]):
         return save_network(net, path, self.fmt, self.version, self.key, metadata)
 
     def load(self, path: str | os.PathLike | None = None, map_location: str | torch.device = "cpu") -> NetT:
-        """Load ``path`` (default: the installed file) in eval mode; ``weights_info`` set."""
-        return load_network(chosen_path(path, self.default, self.missing), self.fmt, self.version, self.key,
-                            self.label, self.build, map_location)
+        """Load ``path`` (default: the installed file; a WeightsError saying ``missing`` when
+        this installation lacks it) in eval mode; ``weights_info`` set."""
+        if path is None and not self.default.is_file():
+            raise WeightsError(str(self.default), self.missing)
+        return load_network(Path(path) if path is not None else self.default, self.fmt, self.version,
+                            self.key, self.label, self.build, map_location)
 
     def shipped(self) -> Optional[NetT]:
         """The installed network, or None when this installation has none."""

@@ -23,16 +23,12 @@ from oldphoto_model.learned_fill import load_fill, save_fill
 from ..config import Config
 from ..data.dataset import FillSamples
 from ..dist import DistContext
+from ..losses import masked_l1
 from .common import SingleNetworkStage, autocast, trained_network, unwrap
 
 
 def fill_config(cfg: Config) -> FillConfig:
     return FillConfig(width=cfg.fill.width, levels=cfg.fill.levels)
-
-
-def masked_mean_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |out - target| over the mask's pixels (and channels) of the whole batch."""
-    return ((out - target).abs() * mask).sum() / (mask.sum() * out.shape[1]).clamp_min(1.0)
 
 
 class FillStage(SingleNetworkStage):
@@ -52,10 +48,10 @@ class FillStage(SingleNetworkStage):
         filled, x, m, target = batch["filled"], batch["degraded"], batch["mask"], batch["target"]
         with autocast(self.ctx.device, amp):
             out = filled + m * self.net_ddp(FillNet.inputs(filled, x, m))
-        loss = masked_mean_l1(out.float(), target, m)
+        loss = masked_l1(out.float(), target, m)
         self.optimise(loss)
         with torch.no_grad():
-            harmonic = masked_mean_l1(filled, target, m)
+            harmonic = masked_l1(filled, target, m)
         # "vs_harmonic" < 1: the network's fill beats the harmonic one it starts from
         return {"l1": float(loss.detach()), "vs_harmonic": float(loss.detach() / harmonic.clamp_min(1e-8))}
 
