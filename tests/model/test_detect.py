@@ -66,19 +66,47 @@ def test_four_views_average_the_mirror_images():
     x = to_network_input(img)
     ref = sum(torch.sigmoid(detect_logits(x.flip(d), m, tile=10_000)).flip(d) if d else
               torch.sigmoid(detect_logits(x, m, tile=10_000)) for d in [(), (-1,), (-2,), (-2, -1)]) / 4
-    torch.testing.assert_close(detect_probability(x, m, tile=16), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(detect_probability(x, m, tile=16, half=False), ref, rtol=1e-5, atol=1e-6)
     prob, _ = detect(img, m)
     mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m)
     np.testing.assert_allclose(mirrored, prob[:, ::-1], atol=1e-6)
-    one, _ = detect(img, m, views=1)
+    one, _ = detect(img, m, views=1, half=False)
     np.testing.assert_allclose(one, torch.sigmoid(detect_logits(x, m)).numpy(), atol=1e-6)
-    one_mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m, views=1)
+    one_mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m, views=1, half=False)
     assert np.abs(one_mirrored - one[:, ::-1]).max() > 1e-3
     seen = []
-    detect(img, m, tile=16, progress=seen.append)
+    detect(img, m, tile=16, progress=seen.append, half=False)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) == 4 * 12
     with pytest.raises(InputError, match="views"):
         detect(img, m, views=3)
+
+
+@pytest.mark.parametrize("shape", [(37, 52, 3), (40, 50, 3), (9, 5, 3)])
+def test_half_size_look_is_the_plain_max(shape):
+    """With the half-size look the probability is, per pixel, the larger of the full-size
+    map and the square of the map of the 2x2-averaged photo upsampled back; checked against
+    untiled passes on a plain numpy downscale, tiled, odd sizes included. The progress
+    covers both looks in order."""
+    from oldphoto_model.detect import HALF_POWER
+    m = _model()
+    with torch.no_grad():
+        m.head.weight *= 30.0       # logits spread widely and mostly high: the squared
+        m.head.bias += 4.0          # half-size map wins on some pixels, not on all
+    img = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    x = to_network_input(img)
+    full = detect_probability(x, m, tile=10_000, half=False)
+    a = np.pad(x[0].numpy(), ((0, 0), (0, shape[0] % 2), (0, shape[1] % 2)), mode="edge")
+    small = (a[:, 0::2, 0::2] + a[:, 1::2, 0::2] + a[:, 0::2, 1::2] + a[:, 1::2, 1::2]) / 4
+    p_small = detect_probability(torch.from_numpy(small)[None], m, tile=10_000, half=False)
+    up = torch.nn.functional.interpolate(p_small[None, None], size=(2 * small.shape[1], 2 * small.shape[2]),
+                                         mode="bilinear", align_corners=False)[0, 0, :shape[0], :shape[1]]
+    ref = torch.maximum(full, up ** HALF_POWER)
+    torch.testing.assert_close(detect_probability(x, m, tile=8), ref, rtol=1e-5, atol=1e-6)
+    assert (ref > full + 1e-4).any()                        # the half-size look decides somewhere
+    seen = []
+    prob, _ = detect(img, m, tile=8, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    np.testing.assert_allclose(prob, ref.numpy(), atol=1e-6)
 
 
 def test_detect_outputs_and_gray_equals_rgb(tmp_path):
