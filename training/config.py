@@ -195,7 +195,11 @@ class FillTrainConfig:
     # holes and brush stamps are sized by the photo: drawn as for a photo up to this many
     # times the crop (192-px crops of 512-px evaluation photos: up to 2.7)
     defect_scale: list[float] = field(default_factory=lambda: [1.0, 2.7])
-    scaled_kinds: list[str] = field(default_factory=lambda: ["hole", "stamp"])
+    scaled_kinds: list[str] = field(default_factory=lambda: ["hole", "stamp", "text"])
+    # the degrade chain's kinds plus lettering laid over the print (watermarks, dates): a
+    # selection over such lettering must come back without a ghost of the letters
+    defect_kinds: list[str] = field(default_factory=lambda: [
+        "stamp", "curve", "dust", "crack", "hole", "text"])
     # the mask grown by 0..grow_max pixels: selections are drawn loose, detected masks are
     # grown, so intact pixels inside the mask must come through
     grow_max: int = 3

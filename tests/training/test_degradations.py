@@ -161,3 +161,21 @@ def test_contact_sheet(tmp_path, smoke):
     p = contact_sheet(smoke, tmp_path / "sheet.png", n=3)
     im = Image.open(p)
     assert im.size[0] > im.size[1] > smoke.data.crop
+
+
+def test_text_is_lettering_with_an_outline_of_the_opposite_tone():
+    """Lettering over a flat mid-gray print: light letters (the majority) over a darker
+    rim, or dark letters over a lighter one; what is marked is small, legible-sized
+    strokes, and the photo under semi-transparent letters still shows through."""
+    from training.data.degradations import text_layers
+    seen_outline, seen_through = 0, 0
+    for seed in range(20):
+        layers = text_layers(np.random.default_rng(seed), 200, 300)
+        (rim, rim_color), (letters, color) = layers
+        assert letters.max() > 0.3 and (letters > 0.12).mean() < 0.3
+        if (rim > 0.12).any():
+            seen_outline += 1
+            assert (rim_color.mean() - 0.5) * (color.mean() - 0.5) < 0     # opposite tones
+        if letters.max() < 0.95:
+            seen_through += 1
+    assert seen_outline >= 8 and seen_through >= 3

@@ -1,6 +1,7 @@
 """The ``fill`` stage: samples whose target is the aged crop without its defects, a loop
 run that resumes bit-identically and exports a file the product loads, and a network
 that learns to beat the harmonic fill it starts from."""
+import pytest
 import torch
 
 from oldphoto_model.learned_fill import load_fill
@@ -49,3 +50,19 @@ def test_network_learns_to_beat_the_harmonic_fill(smoke):
     out = stage.net.refine(batch["filled"], batch["degraded"], batch["mask"])
     assert masked_l1(out, batch["target"], batch["mask"]) < masked_l1(batch["filled"], batch["target"],
                                                                                  batch["mask"])
+
+
+def test_samples_draw_the_fill_s_own_defect_kinds(smoke):
+    """``fill.defect_kinds`` decides what the fill is trained on (lettering included by
+    default), not the degrade chain's kinds; an unknown kind is refused up front."""
+    smoke.data.crop = smoke.fill.crop
+    assert "text" in smoke.fill.defect_kinds and "text" not in smoke.degrade.defect_kinds
+    smoke.fill.defect_kinds = ["hole"]
+    holes = FillSamples(smoke)
+    for key in [(0, 0), (2, 1)]:
+        s = holes[key]
+        changed = (s["degraded"] != s["target"]).any(0)
+        assert changed.any() and (s["degraded"][:, changed] == 1.0).all()     # holes are painted white
+    smoke.fill.defect_kinds = ["text", "smudge"]
+    with pytest.raises(ValueError, match="smudge"):
+        FillSamples(smoke)

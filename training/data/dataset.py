@@ -3,6 +3,7 @@ seed and the step — a resumed run sees exactly the batches an uninterrupted ru
 whatever the number of data-loader workers."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +17,16 @@ from oldphoto_model.archs.nonlocal_block import dilate
 from oldphoto_model.fill import harmonic_fill
 
 from ..config import Config, DataConfig
-from .degradations import Textures, add_defects, apply_defect, degrade, degrade_unstructured, to_float, to_u8
+from .degradations import (
+    DEFECT_KINDS,
+    Textures,
+    add_defects,
+    apply_defect,
+    degrade,
+    degrade_unstructured,
+    to_float,
+    to_u8,
+)
 from .real_photos import domain_r_source
 from .sources import crops_dir, is_flat, list_images
 
@@ -299,6 +309,10 @@ class FillSamples(TrainingSamples):
         lo, hi = cfg.fill.defect_scale
         if not 1.0 <= lo <= hi:
             raise ValueError(f"--fill.defect_scale needs 1 <= low <= high, got {cfg.fill.defect_scale}")
+        unknown = set(cfg.fill.defect_kinds) - set(DEFECT_KINDS)
+        if unknown or not cfg.fill.defect_kinds:
+            raise ValueError(f"--fill.defect_kinds: unknown {sorted(unknown)} (known: {DEFECT_KINDS})")
+        self.degrade_cfg = dataclasses.replace(cfg.degrade, defect_kinds=list(cfg.fill.defect_kinds))
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         step, slot = key
@@ -310,7 +324,7 @@ class FillSamples(TrainingSamples):
         scale = float(rng.uniform(lo, hi))
         degraded, mask = aged, np.zeros(aged.shape[:2], bool)
         while not mask.any():       # a defect may miss the crop: draw again
-            degraded, mask = add_defects(aged, rng, self.cfg.degrade, self.textures,
+            degraded, mask = add_defects(aged, rng, self.degrade_cfg, self.textures,
                                          {k: scale for k in f.scaled_kinds})
         m = dilate(torch.from_numpy(mask), int(rng.integers(0, f.grow_max + 1)))[None].float()
         x = to_tensor(degraded)

@@ -6,7 +6,8 @@ Two families (after the paper and its original implementation, plus scanned text
   down-up resampling, JPEG, colour fading / yellowing / sepia, uneven exposure,
   film grain, paper texture, halftone. Float images HxWx3 in [0, 1].
 * structured defects: texture stamps (scratch, dust, crack, fibre brushes),
-  procedural curves, dust, cracks and paper holes. They work on uint8 images and
+  procedural curves, dust, cracks, paper holes and lettering laid over the photo
+  (watermarks, dates, captions: semi-transparent text with an outline or shadow). They work on uint8 images and
   return the exact mask of the pixels they changed; they run last so no later
   operation moves a defect away from its mask.
 
@@ -15,13 +16,14 @@ is a pure function of its arguments.
 """
 from __future__ import annotations
 
+import glob
 import io
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..config import DegradeConfig
 
@@ -328,32 +330,86 @@ def stamp_alpha(rng: np.random.Generator, h: int, w: int, textures: Textures | N
     return np.asarray(canvas, dtype=np.float32) / 255.0 * rng.uniform(0.7, 1.0)
 
 
-DEFECT_KINDS = ("stamp", "curve", "dust", "crack", "hole")
+#: TrueType faces for lettering (Debian's fonts-dejavu and the like); PIL's own face without them
+FONT_GLOBS = ("/usr/share/fonts/truetype/**/*.ttf", "/usr/share/fonts/TTF/*.ttf")
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_fonts: list[str] | None = None
 
 
-def defect_alpha(kind: str, rng: np.random.Generator, h: int, w: int,
-                 textures: Textures | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(coverage HxW in [0, 1], RGB colour in [0, 1]) of one structured defect of ``kind``
-    drawn for an h x w photo."""
+def _font(rng: np.random.Generator, size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    global _fonts
+    if _fonts is None:
+        _fonts = sorted({f for g in FONT_GLOBS for f in glob.glob(g, recursive=True)
+                         if "Math" not in f})
+    if _fonts:
+        return ImageFont.truetype(_fonts[int(rng.integers(len(_fonts)))], size)
+    return ImageFont.load_default(size=size)
+
+
+def text_layers(rng: np.random.Generator, h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Lettering laid over a print or its scan (a watermark, a date, a caption): a few
+    words, light or dark, often semi-transparent, usually with an outline or a drop
+    shadow in the opposite tone. Two layers: (outline, its colour), (letters, colour)."""
+    ss = 2
+    size = max(8, int(rng.uniform(0.02, 0.08) * max(h, w))) * ss
+    font = _font(rng, size)
+    words = " ".join("".join(rng.choice(list(_LETTERS), int(rng.integers(2, 8))))
+                     for _ in range(int(rng.integers(1, 3))))
+    if rng.random() < 0.5:
+        words = words.upper()
+    x0, y0, x1, y1 = (int(v) for v in ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), words, font=font))
+    pad = size // 2
+    letters = Image.new("L", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), 0)
+    outline = letters.copy()
+    ImageDraw.Draw(letters).text((pad - x0, pad - y0), words, font=font, fill=255)
+    kind = rng.choice(["none", "outline", "shadow"], p=[0.3, 0.35, 0.35])
+    if kind != "none":
+        dx, dy = (0, 0) if kind == "outline" else (int(rng.integers(1, 3)) * ss, int(rng.integers(1, 3)) * ss)
+        ImageDraw.Draw(outline).text((pad - x0 + dx, pad - y0 + dy), words, font=font, fill=255,
+                                     stroke_width=int(rng.integers(1, 3)) * ss // 2 + 1)
+    angle = float(rng.normal(0, 8)) if rng.random() < 0.3 else 0.0
+    canvas_l, canvas_o = Image.new("L", (w * ss, h * ss), 0), Image.new("L", (w * ss, h * ss), 0)
+    px = int(rng.integers(-letters.size[0] // 3, max(1, w * ss - letters.size[0] * 2 // 3)))
+    py = int(rng.integers(-letters.size[1] // 3, max(1, h * ss - letters.size[1] * 2 // 3)))
+    for im, canvas in ((letters, canvas_l), (outline, canvas_o)):
+        canvas.paste(im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True), (px, py))
+    light = rng.random() < 0.7
+    tone = rng.uniform(0.85, 1.0) if light else rng.uniform(0.0, 0.2)
+    shade = rng.uniform(0.0, 0.25) if light else rng.uniform(0.8, 1.0)
+    opacity = rng.uniform(0.35, 1.0)
+    return [(_finish(canvas_o, h, w) * opacity * rng.uniform(0.4, 1.0), np.full(3, shade, np.float32)),
+            (_finish(canvas_l, h, w) * opacity, np.full(3, tone, np.float32))]
+
+
+DEFECT_KINDS = ("stamp", "curve", "dust", "crack", "hole", "text")
+
+
+def defect_layers(kind: str, rng: np.random.Generator, h: int, w: int,
+                  textures: Textures | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One structured defect of ``kind`` drawn for an h x w photo, as layers painted in
+    order: (coverage HxW in [0, 1], RGB colour in [0, 1]) each."""
     if kind == "stamp":
-        return stamp_alpha(rng, h, w, textures), _defect_color(rng)
+        return [(stamp_alpha(rng, h, w, textures), _defect_color(rng))]
     if kind == "curve":
-        return curve_alpha(rng, h, w), _defect_color(rng)
+        return [(curve_alpha(rng, h, w), _defect_color(rng))]
     if kind == "dust":
-        return dust_alpha(rng, h, w), _defect_color(rng, light_prob=0.5)
+        return [(dust_alpha(rng, h, w), _defect_color(rng, light_prob=0.5))]
     if kind == "crack":
-        return crack_alpha(rng, h, w), _defect_color(rng, light_prob=0.6)
+        return [(crack_alpha(rng, h, w), _defect_color(rng, light_prob=0.6))]
     if kind == "hole":
         # the original's scratch training fills holes with white
-        return hole_alpha(rng, h, w), np.array([1.0, 1.0, 1.0], np.float32)
+        return [(hole_alpha(rng, h, w), np.array([1.0, 1.0, 1.0], np.float32))]
+    if kind == "text":
+        return text_layers(rng, h, w)
     raise ValueError(f"unknown defect kind {kind!r}; known: {DEFECT_KINDS}")
 
 
 def scaled_window(alpha: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """An h x w window of a larger coverage ``alpha``, placed so that a random covered
-    pixel (when there is one) lies at a random spot inside it: the window shows the defect."""
-    big_h, big_w = alpha.shape
-    ys, xs = np.nonzero(alpha > 0)
+    """An h x w window of a larger coverage ``alpha`` (HxW, or HxWxL for L layers), placed
+    so that a random covered pixel (when there is one) lies at a random spot inside it:
+    the window shows the defect."""
+    big_h, big_w = alpha.shape[:2]
+    ys, xs = np.nonzero(alpha.reshape(big_h, big_w, -1).max(-1) > 0)
     if len(ys):
         k = int(rng.integers(len(ys)))
         y0 = int(np.clip(ys[k] - rng.integers(h), 0, big_h - h))
@@ -372,11 +428,15 @@ def apply_defect(img: U8Image, kind: str, rng: np.random.Generator,
     those of the whole photo it is cut from (holes and stamps are sized by the photo)."""
     h, w = img.shape[:2]
     if scale > 1.0:
-        alpha, color = defect_alpha(kind, rng, round(h * scale), round(w * scale), textures)
-        alpha = scaled_window(alpha, h, w, rng)
+        layers = defect_layers(kind, rng, round(h * scale), round(w * scale), textures)
+        window = scaled_window(np.stack([a for a, _ in layers], -1), h, w, rng)
+        layers = [(window[..., i], c) for i, (_, c) in enumerate(layers)]
     else:
-        alpha, color = defect_alpha(kind, rng, h, w, textures)
-    return blend_defect(img, alpha, color)
+        layers = defect_layers(kind, rng, h, w, textures)
+    out = img
+    for alpha, color in layers:
+        out, _ = blend_defect(out, alpha, color)
+    return out, np.any(out != img, axis=-1)
 
 
 # --------------------------------------------------------------------------- the whole chain
