@@ -203,6 +203,11 @@ class FillTrainConfig:
     # the mask grown by 0..grow_max pixels: selections are drawn loose, detected masks are
     # grown, so intact pixels inside the mask must come through
     grow_max: int = 3
+    # ... and in this share of the samples by grow_max+1..loose_max pixels: a lasso or a
+    # rectangle drawn around a watermark or a stain holds many intact pixels, which the fill
+    # must pass through while it removes the defect
+    loose_p: float = 0.3
+    loose_max: int = 12
 
 
 @dataclass

@@ -4,6 +4,7 @@ that learns to beat the harmonic fill it starts from."""
 import pytest
 import torch
 
+from oldphoto_model.archs.nonlocal_block import dilate
 from oldphoto_model.learned_fill import load_fill
 from training.data.dataset import FillSamples
 from training.dist import setup
@@ -65,4 +66,31 @@ def test_samples_draw_the_fill_s_own_defect_kinds(smoke):
         assert changed.any() and (s["degraded"][:, changed] == 1.0).all()     # holes are painted white
     smoke.fill.defect_kinds = ["text", "smudge"]
     with pytest.raises(ValueError, match="smudge"):
+        FillSamples(smoke)
+
+
+def test_some_masks_are_drawn_loose_and_bad_growth_is_refused(smoke):
+    """A ``loose_p`` share of the samples has its mask grown by more than ``grow_max`` (a
+    selection drawn around a stain), the rest by at most ``grow_max``; growth that cannot
+    be drawn is refused up front."""
+    smoke.data.crop = smoke.fill.crop
+    smoke.fill.defect_kinds = ["dust"]
+    smoke.fill.grow_max, smoke.fill.loose_max = 1, 6
+
+    def widest_growth(ds, key):
+        s = ds[key]
+        changed = (s["degraded"] != s["target"]).any(0)
+        m = s["mask"][0] > 0
+        # distance (Chebyshev) of the farthest mask pixel from a changed pixel
+        for r in range(0, 20):
+            if not (m & ~dilate(changed, r)).any():
+                return r
+        return 99
+
+    smoke.fill.loose_p = 0.0
+    assert max(widest_growth(FillSamples(smoke), (k, 0)) for k in range(8)) <= 1
+    smoke.fill.loose_p = 1.0
+    assert min(widest_growth(FillSamples(smoke), (k, 0)) for k in range(8)) >= 2
+    smoke.fill.loose_max = 1
+    with pytest.raises(ValueError, match="loose_max"):
         FillSamples(smoke)

@@ -301,7 +301,8 @@ class FillSamples(TrainingSamples):
     """The learned fill's samples (``cfg.fill``): ``degraded`` (the aged crop with 1..
     max_defects structured defects, the ``scaled_kinds`` drawn as for a photo up to
     ``defect_scale`` times the crop), ``target`` (the aged crop without them), ``mask``
-    (the defects grown by 0..``grow_max`` pixels) and ``filled`` (``degraded`` with the
+    (the defects grown by 0..``grow_max`` pixels, in a ``loose_p`` share of the samples by
+    up to ``loose_max``: a loosely drawn selection) and ``filled`` (``degraded`` with the
     mask harmonically filled: the network's starting point, as in the product)."""
 
     def __init__(self, cfg: Config) -> None:
@@ -309,6 +310,9 @@ class FillSamples(TrainingSamples):
         lo, hi = cfg.fill.defect_scale
         if not 1.0 <= lo <= hi:
             raise ValueError(f"--fill.defect_scale needs 1 <= low <= high, got {cfg.fill.defect_scale}")
+        if not 0 <= cfg.fill.grow_max < cfg.fill.loose_max:
+            raise ValueError(f"--fill.grow_max and --fill.loose_max need 0 <= grow_max < loose_max, got "
+                             f"{cfg.fill.grow_max}, {cfg.fill.loose_max}")
         unknown = set(cfg.fill.defect_kinds) - set(DEFECT_KINDS)
         if unknown or not cfg.fill.defect_kinds:
             raise ValueError(f"--fill.defect_kinds: unknown {sorted(unknown)} (known: {DEFECT_KINDS})")
@@ -326,7 +330,9 @@ class FillSamples(TrainingSamples):
         while not mask.any():       # a defect may miss the crop: draw again
             degraded, mask = add_defects(aged, rng, self.degrade_cfg, self.textures,
                                          {k: scale for k in f.scaled_kinds})
-        m = dilate(torch.from_numpy(mask), int(rng.integers(0, f.grow_max + 1)))[None].float()
+        loose = rng.random() < f.loose_p
+        grow = rng.integers(f.grow_max + 1, f.loose_max + 1) if loose else rng.integers(0, f.grow_max + 1)
+        m = dilate(torch.from_numpy(mask), int(grow))[None].float()
         x = to_tensor(degraded)
         return {"degraded": x, "target": to_tensor(aged), "mask": m,
                 "filled": harmonic_fill(x[None], 1 - m[None])[0]}
