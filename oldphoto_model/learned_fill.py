@@ -42,7 +42,7 @@ def refine_fill(filled: torch.Tensor, scan: torch.Tensor, defect: torch.Tensor, 
     if not bool(mask.any()):
         return filled
     f = filled.float().cpu()
-    inputs = FillNet.inputs(f, scan.float().cpu(), mask)
+    inputs = net.inputs(f, scan.float().cpu(), mask)
     residual = run_tiled(net, inputs, net.config.multiple, net.config.receptive_radius, tile,
                          needed=mask[0, 0] > 0)    # at least one tile holds a defect
     return (f + mask * residual[None]).to(filled.dtype)

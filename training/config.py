@@ -188,6 +188,8 @@ class FillTrainConfig:
 
     width: int = 24
     levels: int = 3
+    # the network sees the defect pixels as scanned (oldphoto_model.archs.fill.FillConfig)
+    see_through: bool = True
     steps: int = 6000
     batch_size: int = 8
     crop: int = 192

@@ -2,8 +2,8 @@
 photo's defect pixels.
 
     in   the scan with its defects harmonically filled (3), the scan as it is (3: a
-         semi-transparent scratch or stain still shows the photo under it), the defect
-         mask as -1 / 1 (1); all in [-1, 1]
+         semi-transparent scratch or stain still shows the photo under it; without
+         ``see_through`` the filled scan again), the defect mask as -1 / 1 (1); all in [-1, 1]
     out  filled + mask * residual: only the defect pixels change, and with the head's
          zero initialisation an untrained network returns the harmonic fill exactly
 
@@ -28,6 +28,10 @@ class FillConfig(UNetConfig):
 
     width: int = 24
     levels: int = 3
+    # the network sees the defect pixels as scanned (a faint stain still shows the photo
+    # under it); False hides them (the scan's channels carry the filled scan), so nothing
+    # that covered the photo, such as a watermark's letters, can come back as a ghost
+    see_through: bool = True
 
 
 class FillNet(SmallUNet):
@@ -45,10 +49,10 @@ class FillNet(SmallUNet):
         if head.bias is not None:
             nn.init.zeros_(head.bias)
 
-    @staticmethod
-    def inputs(filled: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The network's input: filled and scan (N, 3, H, W) in [-1, 1], mask (N, 1, H, W) in {0, 1}."""
-        return torch.cat([filled, scan, mask * 2 - 1], 1)
+    def inputs(self, filled: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The network's input: filled and scan (N, 3, H, W) in [-1, 1], mask (N, 1, H, W) in
+        {0, 1}; without ``config.see_through`` the filled scan stands in for the scan."""
+        return torch.cat([filled, scan if self.config.see_through else filled, mask * 2 - 1], 1)
 
     def refine(self, filled: torch.Tensor, scan: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """filled + mask * residual (one untiled pass; sides multiples of ``config.multiple``)."""

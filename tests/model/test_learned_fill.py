@@ -15,10 +15,10 @@ from oldphoto_model.tiles import pad_to_multiple
 from ..conftest import random_model
 
 
-def trained_like(width=4, levels=2, seed=0):
+def trained_like(width=4, levels=2, seed=0, see_through=True):
     """A fill network with every weight random (the head too), so its residual is not zero."""
     torch.manual_seed(seed)
-    net = FillNet(FillConfig(width=width, levels=levels))
+    net = FillNet(FillConfig(width=width, levels=levels, see_through=see_through))
     with torch.no_grad():
         net.head.weight.normal_(0, 0.3)
         net.head.bias.normal_(0, 0.1)
@@ -38,6 +38,18 @@ def _inputs(h, w, seed=1, holes=((5, 9, 3, 30),)):
 def test_untrained_network_is_the_harmonic_fill():
     filled, scan, mask = _inputs(32, 48)
     torch.testing.assert_close(FillNet().refine(filled, scan, mask), filled, rtol=0, atol=0)
+
+
+def test_without_see_through_the_defect_pixels_as_scanned_do_not_matter(tmp_path):
+    """``see_through`` False: what covered the photo under the mask cannot reach the fill
+    (the letters of a watermark cannot come back); with it, it does. Tiled, as the product."""
+    filled, scan, mask = _inputs(40, 56)
+    other = torch.where(mask > 0, -scan, scan)             # other values under the mask only
+    blind, seeing = trained_like(see_through=False), trained_like(see_through=True)
+    torch.testing.assert_close(refine_fill(filled, scan, mask, blind, tile=16),
+                               refine_fill(filled, other, mask, blind, tile=16), rtol=0, atol=0)
+    assert (refine_fill(filled, scan, mask, seeing) - refine_fill(filled, other, mask, seeing)).abs().max() > 1e-3
+    assert load_fill(save_fill(blind, tmp_path / "blind.pt")).config.see_through is False
 
 
 @pytest.mark.parametrize("h,w,tile", [(37, 53, 16), (64, 64, 24), (21, 90, 1024), (100, 40, 32)])

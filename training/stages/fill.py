@@ -28,7 +28,7 @@ from .common import SingleNetworkStage, autocast, trained_network, unwrap
 
 
 def fill_config(cfg: Config) -> FillConfig:
-    return FillConfig(width=cfg.fill.width, levels=cfg.fill.levels)
+    return FillConfig(width=cfg.fill.width, levels=cfg.fill.levels, see_through=cfg.fill.see_through)
 
 
 class FillStage(SingleNetworkStage):
@@ -46,8 +46,9 @@ class FillStage(SingleNetworkStage):
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         filled, x, m, target = batch["filled"], batch["degraded"], batch["mask"], batch["target"]
+        net: FillNet = unwrap(self.net)  # type: ignore[assignment]
         with autocast(self.ctx.device, amp):
-            out = filled + m * self.net_ddp(FillNet.inputs(filled, x, m))
+            out = filled + m * self.net_ddp(net.inputs(filled, x, m))
         loss = masked_l1(out.float(), target, m)
         self.optimise(loss)
         with torch.no_grad():
