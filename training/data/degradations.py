@@ -16,6 +16,7 @@ is a pure function of its arguments.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import math
@@ -333,16 +334,17 @@ def stamp_alpha(rng: np.random.Generator, h: int, w: int, textures: Textures | N
 #: TrueType faces for lettering (Debian's fonts-dejavu and the like); PIL's own face without them
 FONT_GLOBS = ("/usr/share/fonts/truetype/**/*.ttf", "/usr/share/fonts/TTF/*.ttf")
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_fonts: list[str] | None = None
+
+
+@functools.cache
+def _font_files() -> tuple[str, ...]:
+    return tuple(sorted({f for g in FONT_GLOBS for f in glob.glob(g, recursive=True) if "Math" not in f}))
 
 
 def _font(rng: np.random.Generator, size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    global _fonts
-    if _fonts is None:
-        _fonts = sorted({f for g in FONT_GLOBS for f in glob.glob(g, recursive=True)
-                         if "Math" not in f})
-    if _fonts:
-        return ImageFont.truetype(_fonts[int(rng.integers(len(_fonts)))], size)
+    fonts = _font_files()
+    if fonts:
+        return ImageFont.truetype(fonts[int(rng.integers(len(fonts)))], size)
     return ImageFont.load_default(size=size)
 
 
@@ -360,7 +362,7 @@ def text_layers(rng: np.random.Generator, h: int, w: int) -> list[tuple[np.ndarr
     x0, y0, x1, y1 = (int(v) for v in ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), words, font=font))
     pad = size // 2
     letters = Image.new("L", (x1 - x0 + 2 * pad, y1 - y0 + 2 * pad), 0)
-    outline = letters.copy()
+    outline = Image.new("L", letters.size, 0)
     ImageDraw.Draw(letters).text((pad - x0, pad - y0), words, font=font, fill=255)
     kind = rng.choice(["none", "outline", "shadow"], p=[0.3, 0.35, 0.35])
     if kind != "none":

@@ -24,7 +24,7 @@ from ..config import Config
 from ..data.dataset import FillSamples
 from ..dist import DistContext
 from ..losses import masked_l1
-from .common import SingleNetworkStage, autocast, trained_network, unwrap
+from .common import SingleNetworkStage, autocast, trained_network
 
 
 def fill_config(cfg: Config) -> FillConfig:
@@ -36,8 +36,10 @@ class FillStage(SingleNetworkStage):
 
     def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
         f = cfg.fill
-        super().__init__(cfg, ctx, "fill", "fill", FillNet(fill_config(cfg)), f.lr, f.steps,
+        fill_net = FillNet(fill_config(cfg))
+        super().__init__(cfg, ctx, "fill", "fill", fill_net, f.lr, f.steps,
                          f"learned fill: width {f.width}, levels {f.levels}, crop {f.crop}", log)
+        self.fill_net = fill_net          # self.net, typed: its inputs() and refine()
 
     def dataset(self) -> FillSamples:
         c = copy.deepcopy(self.cfg)
@@ -46,9 +48,8 @@ class FillStage(SingleNetworkStage):
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         filled, x, m, target = batch["filled"], batch["degraded"], batch["mask"], batch["target"]
-        net: FillNet = unwrap(self.net)  # type: ignore[assignment]
         with autocast(self.ctx.device, amp):
-            out = filled + m * self.net_ddp(net.inputs(filled, x, m))
+            out = filled + m * self.net_ddp(self.fill_net.inputs(filled, x, m))
         loss = masked_l1(out.float(), target, m)
         self.optimise(loss)
         with torch.no_grad():
@@ -60,8 +61,7 @@ class FillStage(SingleNetworkStage):
     def sample_rows(self, batch: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
         """Degraded | mask | harmonic fill | learned fill | target, per sample (images in [-1, 1])."""
         filled, x, m, target = batch["filled"], batch["degraded"], batch["mask"], batch["target"]
-        net: FillNet = unwrap(self.net)  # type: ignore[assignment]
-        out = net.refine(filled, x, m).clamp(-1, 1)
+        out = self.fill_net.refine(filled, x, m).clamp(-1, 1)
         return [[x[i], m[i].expand_as(x[i]) * 2 - 1, filled[i], out[i], target[i]] for i in range(min(4, len(x)))]
 
 
