@@ -278,6 +278,7 @@ def test_hundreds_of_idle_connections_under_a_low_fd_limit(weights_path):
     held = []
     try:
         _ping_until(address, proc, lambda r: r == "ok", 120)
+        fds_before = len(os.listdir(f"/proc/{proc.pid}/fd"))
         for _ in range(300):
             c = socket.socket()
             c.setblocking(False)
@@ -289,6 +290,10 @@ def test_hundreds_of_idle_connections_under_a_low_fd_limit(weights_path):
         assert _cpu_seconds(proc.pid) - cpu < 0.1, "the server spins with idle connections"
         assert len(os.listdir(f"/proc/{proc.pid}/fd")) < limit
         _ping_until(address, proc, lambda r: r == "ok", 30)               # they timed out
+        # Not every client socket reaches the server: when the listen backlog is full the
+        # kernel drops the handshake's last ACK, and the client side stays 'established'
+        # with no server-side socket at all (seen: about 100 of the 300). So count the
+        # ones the server closed, and check it holds no more descriptors than before.
         closed = 0
         for c in held:
             try:
@@ -299,7 +304,11 @@ def test_hundreds_of_idle_connections_under_a_low_fd_limit(weights_path):
                 pass
             except OSError:
                 closed += 1
-        assert closed >= 250, closed
+        assert closed >= 150, closed
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{proc.pid}/fd")) > fds_before + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) <= fds_before + 2, "connections left open"
     finally:
         for c in held:
             c.close()
