@@ -17,7 +17,13 @@ colour differences, an image's texture mostly in luma, so each is gated by its o
 noise level and multiple ``k``), and with sigma a noise-level function of
 brightness (grain and noise of a print or film are stronger in some tones than in
 others: one level for the whole photo gated the dark foliage and lettering of real
-scans away as noise). Edges and texture that stand above the noise pass (and are
+scans away as noise). The luma's level comes from the smallest eigenvalue of the
+covariance of 5x5 patches (``patch_noise_level``): texture fills a few of a patch's
+25 dimensions, white noise all of them, so the least-varying direction sees the noise
+alone. The median of the fine residual, still used for the colour differences (which
+carry little texture), takes texture for noise in tones that are textured everywhere
+(a city's facades, foliage) and the gate then wiped whole regions of real scans into
+smooth blotches. Edges and texture that stand above the noise pass (and are
 steepened by ``sharpen``: the scan came in blurred); flat areas' grain and noise are
 attenuated. ``tone = 1``, ``detail = 0`` give the network's result unchanged.
 
@@ -31,7 +37,7 @@ Plain tensor maths, O(pixels).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -43,10 +49,12 @@ from .fill import box_blur, smooth_offset
 BAND_RADIUS = 3
 #: Noise multiples below which the scan's high band counts as noise, in luma and in
 #: the colour differences (chosen on the evaluation set and the real old photos,
-#: docs/MODEL.md: a larger luma multiple measures slightly higher PSNR and wipes
-#: real scans' fine texture and small lettering away).
-NOISE_MULTIPLE = 1.1
+#: docs/MODEL.md: with the patch-based luma level, 1.1 keeps more of a scan's grain
+#: than needed and 2.0 starts to smooth foliage and facades again).
+NOISE_MULTIPLE = 1.5
 CHROMA_MULTIPLE = 2.0
+#: Side of the square patches whose covariance gives the luma's noise level.
+NOISE_PATCH = 5
 #: Brightness bins of the noise-level function (equal pixel counts).
 NOISE_BINS = 8
 #: Default steepening of the scan's strong edges (the ``sharpen`` of ``merge``): the
@@ -74,33 +82,90 @@ def _sample_step(numel: int, most: float) -> int:
 NOISE_SAMPLE = 1 << 18
 
 
+def _bin_levels(level: torch.Tensor, lv: torch.Tensor, bins: int,
+                estimate: Callable[[torch.Tensor], float]) -> torch.Tensor:
+    """The noise-level function: the sampled pixels (brightness ``lv``) split into ``bins``
+    brightness bins of equal count, ``estimate(indices of a bin)`` the level of each,
+    interpolated linearly between the bins' median brightness at every pixel of
+    ``level`` (constant beyond the outer ones; one bin or a flat photo: one level)."""
+    if bins <= 1 or lv.numel() < 2 * bins:
+        return torch.full_like(level, estimate(torch.arange(lv.numel())))
+    centres, sigmas = [], []
+    for part in lv.argsort().tensor_split(bins):
+        centres.append(float(lv[part].median()))
+        sigmas.append(estimate(part))
+    c = torch.tensor(centres, dtype=level.dtype)
+    s = torch.tensor(sigmas, dtype=level.dtype)
+    keep = torch.cat([torch.tensor([True]), c[1:] > c[:-1] + 1e-6])   # flat photos: one bin
+    c, s = c[keep], s[keep]
+    if c.numel() == 1:
+        return torch.full_like(level, float(s[0]))
+    v = level.clamp(float(c[0]), float(c[-1]))
+    hi = torch.searchsorted(c, v.contiguous()).clamp(1, c.numel() - 1)
+    t = (v - c[hi - 1]) / (c[hi] - c[hi - 1])
+    return s[hi - 1] + (s[hi] - s[hi - 1]) * t
+
+
 def noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BINS) -> torch.Tensor:
     """Per-pixel noise level of a one-channel image ``x`` (1, 1, H, W) as a function of
     ``level`` (1, 1, H, W, e.g. its local brightness): the robust level 1.4826 *
     median |x - its 3x3 double box blur| within each of ``bins`` brightness bins of
     equal pixel count, interpolated linearly between the bins' median brightness
     (constant beyond the outer ones); ``bins = 1``: one level for the whole photo.
-    Estimated on at most ``NOISE_SAMPLE`` pixels of a regular grid."""
+    Estimated on at most ``NOISE_SAMPLE`` pixels of a regular grid. Texture counts
+    as noise here: for channels with little of it (colour differences)."""
     step = _sample_step(x[0, 0].numel(), NOISE_SAMPLE)
     d = (x - low_pass(x, 1)).abs()[..., ::step, ::step].flatten()   # (the full-size blur keeps d exact)
     lv = level[..., ::step, ::step].flatten()
-    if bins <= 1 or d.numel() < 2 * bins:
-        return torch.full_like(x, 1.4826 * float(d.median()))
-    order = lv.argsort()
-    centres, sigmas = [], []
-    for part in order.tensor_split(bins):
-        centres.append(float(lv[part].median()))
-        sigmas.append(1.4826 * float(d[part].median()))
-    c = torch.tensor(centres, dtype=x.dtype)
-    s = torch.tensor(sigmas, dtype=x.dtype)
-    keep = torch.cat([torch.tensor([True]), c[1:] > c[:-1] + 1e-6])   # flat photos: one bin
-    c, s = c[keep], s[keep]
-    if c.numel() == 1:
-        return torch.full_like(x, float(s[0]))
-    v = level.clamp(float(c[0]), float(c[-1]))
-    hi = torch.searchsorted(c, v.contiguous()).clamp(1, c.numel() - 1)
-    t = (v - c[hi - 1]) / (c[hi] - c[hi - 1])
-    return s[hi - 1] + (s[hi] - s[hi - 1]) * t
+    return _bin_levels(level, lv, bins, lambda part: 1.4826 * float(d[part].median()))
+
+
+def _residual_gain(size: int = 5) -> float:
+    """std of ``x - low_pass(x, 1)`` over the std of white noise x (the scale both
+    noise-level functions report): the norm of the delta minus the 5x5 double-box kernel."""
+    k1 = torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
+    k = torch.outer(k1, k1)
+    k[2, 2] -= 1.0
+    return float(k.pow(2).sum().sqrt())
+
+
+_RESIDUAL_GAIN = _residual_gain()
+
+
+def patch_noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BINS,
+                      patch: int = NOISE_PATCH) -> torch.Tensor:
+    """Per-pixel noise level of a one-channel image ``x`` (N, 1, H, W) as a function of
+    ``level`` like ``noise_level`` (same scale: white noise gives both the same level),
+    but per brightness bin from the smallest eigenvalue of the covariance of the
+    ``patch`` x ``patch`` patches whose centre falls in the bin: texture and edges span
+    few of a patch's dimensions, white noise all of them, so the least-varying direction
+    holds the noise alone. The eigenvalue of a sample covariance sits below the true
+    one by (1 - sqrt(dims / patches))^2 (Marchenko-Pastur), corrected here. Patches
+    on a regular grid of at most ``NOISE_SAMPLE`` positions; a photo smaller than a
+    patch, or a bin with too few patches, falls back to ``noise_level``."""
+    h, w = x.shape[-2:]
+    dims = patch * patch
+    if h < patch or w < patch:
+        return noise_level(x, level, bins)
+    step = _sample_step((h - patch + 1) * (w - patch + 1), NOISE_SAMPLE)
+    ys = torch.arange(0, h - patch + 1, step)
+    xs = torch.arange(0, w - patch + 1, step)
+    flat = x.reshape(-1, h, w)
+    cols = [flat[:, (ys + dy)[:, None], (xs + dx)[None, :]].flatten()
+            for dy in range(patch) for dx in range(patch)]
+    patches = torch.stack(cols, 1).double()                           # (positions, dims)
+    lv = level.reshape(-1, h, w)[:, (ys + patch // 2)[:, None], (xs + patch // 2)[None, :]].flatten()
+
+    def estimate(part: torch.Tensor) -> float:
+        n = part.numel()
+        if n < 4 * dims:        # too few patches for a covariance (tiny photos): the plain level
+            return float(noise_level(x, level, 1).flatten()[0])
+        p = patches[part]
+        p = p - p.mean(0, keepdim=True)
+        smallest = float(torch.linalg.eigvalsh(p.t() @ p / (n - 1))[0].clamp_min(0))
+        return smallest ** 0.5 / (1 - (dims / n) ** 0.5) * _RESIDUAL_GAIN
+
+    return _bin_levels(level, lv, bins, estimate)
 
 
 def wiener_gain(high: torch.Tensor, sigma: torch.Tensor | float, multiple: float = NOISE_MULTIPLE) -> torch.Tensor:
@@ -123,7 +188,8 @@ def denoised_detail(x: torch.Tensor, high: torch.Tensor, sharpen: float,
     steepened: per opponent component (luma and two colour differences; any other
     channel count is gated as it is, one multiple for all), high * g * (1 + sharpen * g)
     with the Wiener gain g against the noise-level function of the component over
-    the luma's local brightness."""
+    the luma's local brightness (``patch_noise_level`` for luma and any channel
+    count other than three, ``noise_level`` for the colour differences)."""
     multiples: tuple[float, ...]
     if x.shape[1] == 3:
         basis = _OPPONENT.to(x.dtype)
@@ -136,7 +202,9 @@ def denoised_detail(x: torch.Tensor, high: torch.Tensor, sharpen: float,
     brightness = low_pass(xo[:, :1], EDGE_RADIUS)
     parts = []
     for c, m in enumerate(multiples):
-        g = wiener_gain(ho[:, c:c + 1], noise_level(xo[:, c:c + 1], brightness, bins), m)
+        # texture lives in luma: its level from patches; the colour differences' median is noise
+        level_of = noise_level if basis is not None and c > 0 else patch_noise_level
+        g = wiener_gain(ho[:, c:c + 1], level_of(xo[:, c:c + 1], brightness, bins), m)
         parts.append(ho[:, c:c + 1] * g * (1 + sharpen * g))
     out = torch.cat(parts, 1)
     return out if basis is None else torch.einsum("ji,njhw->nihw", basis, out)

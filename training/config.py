@@ -263,6 +263,8 @@ class EvalConfig:
     real_dir: str = ""             # real old photos for the contact sheets; "" = ../shared/real_old if present
     real_max_side: int = 512
     real_photos: int = 0           # 0 = all
+    detail_max_side: int = 1024    # real_detail.jpg: photos restored at up to this size, crops shown 1:1
+    detail_crop: int = 160         # its crops: the window of each photo with the most fine detail
     recipe_telea_radius: int = 3   # the classical hand recipe: Telea r3 + non-local means h5 + stretch
     recipe_nlm_h: float = 5.0
     recipe_percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
@@ -397,6 +399,8 @@ def _smoke() -> Config:
     c.eval.photos = 2
     c.eval.real_photos = 2
     c.eval.real_max_side = 64
+    c.eval.detail_max_side = 96
+    c.eval.detail_crop = 32
     return c
 
 

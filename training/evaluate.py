@@ -14,7 +14,8 @@ fill's tone offset to its surroundings (``metrics.fill_delta``).
 
 Writes ``eval/results.csv``, ``eval/results.md``, ``eval/grid.png`` and
 ``eval/grid_small.png`` (crops around the defects), and, when the real old photos
-are found, ``eval/real_sheet.jpg`` (input | restored) and ``eval/real_masked.jpg``
+are found, ``eval/real_sheet.jpg`` (input | restored), ``eval/real_detail.jpg`` (1:1
+crops of the most detailed windows) and ``eval/real_masked.jpg``
 (the photos with scratch masks kept in ``bench/real_masks/``).
 """
 from __future__ import annotations
@@ -227,24 +228,48 @@ def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def detail_window(img: np.ndarray, side: int) -> tuple[int, int]:
+    """(top, left) of the ``side``² window with the most fine detail (energy of the luma
+    minus its 5×5 box mean): where a noise gate that takes texture for grain shows."""
+    luma = img[..., :3].astype(np.float64).mean(-1) if img.ndim == 3 else img.astype(np.float64)
+    h, w = luma.shape
+    side = min(side, h, w)
+
+    def box_sums(a: np.ndarray, k: int) -> np.ndarray:
+        c = np.pad(a, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+        return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+
+    p = np.pad(luma, 2, mode="edge")
+    fine = luma - box_sums(p, 5) / 25.0
+    energy = box_sums(fine * fine, side)
+    y, x = np.unravel_index(int(energy.argmax()), energy.shape)
+    return int(y), int(x)
+
+
 def real_sheets(cfg: Config, restorer: Restorer, out: Path, cell: int = 256) -> None:
     """Contact sheets of the real old photos: ``real_sheet.jpg`` (input | restored, whole
-    photo, no mask) and ``real_masked.jpg`` (input | mask | only the selection changes |
-    whole photo) for the photos that have a mask in ``bench/real_masks/``; the full-size
-    results go to ``real/``."""
+    photo, no mask), ``real_detail.jpg`` (input | restored, 1:1 crops of each photo's most
+    detailed window, restored at up to ``eval.detail_max_side``: what the small sheet
+    cannot show, fine texture kept or wiped) and ``real_masked.jpg`` (input | mask | only
+    the selection changes | whole photo) for the photos that have a mask in
+    ``bench/real_masks/``; the full-size results go to ``real/``."""
     folder = real_dir(cfg)
     if folder is None:
         print("evaluate: no real old photos found (--eval.real_dir): no real-photo sheets")
         return
     full_dir = out / "real"
     full_dir.mkdir(parents=True, exist_ok=True)
-    pairs, masked = [], []
+    pairs, masked, details = [], [], []
     paths = list_images(folder)
     for p in paths[:cfg.eval.real_photos or len(paths)]:
         img = load_photo(p, cfg.eval.real_max_side)
         res = restorer.restore(img)
         Image.fromarray(np.concatenate([img, res], 1)).save(full_dir / f"{p.stem}.jpg", quality=92)
         pairs += [_cell(img, cell), _cell(res, cell)]
+        big = load_photo(p, cfg.eval.detail_max_side)
+        y, x = detail_window(big, cfg.eval.detail_crop)
+        c = min(cfg.eval.detail_crop, *big.shape[:2])
+        details += [_cell(im[y:y + c, x:x + c], cfg.eval.detail_crop) for im in (big, restorer.restore(big))]
         mpath = REAL_MASKS / f"{p.stem}.png"
         if mpath.is_file():
             m = np.asarray(Image.open(mpath).convert("L").resize(img.shape[1::-1], Image.Resampling.NEAREST)) >= 128
@@ -258,6 +283,11 @@ def real_sheets(cfg: Config, restorer: Restorer, out: Path, cell: int = 256) -> 
     rows[-1] += [np.full_like(pairs[0], 255)] * (per_row - len(rows[-1]))
     save_grid(rows, out / "real_sheet.png", labels=["scan", "restored"] * (per_row // 2))
     _to_jpeg(out / "real_sheet.png")
+    per_row = 8
+    rows = [details[i:i + per_row] for i in range(0, len(details), per_row)]
+    rows[-1] += [np.full_like(details[0], 255)] * (per_row - len(rows[-1]))
+    save_grid(rows, out / "real_detail.png", labels=["scan 1:1", "restored"] * (per_row // 2))
+    _to_jpeg(out / "real_detail.png")
     if masked:
         save_grid(masked, out / "real_masked.png",
                   labels=["scan", "scratch mask", "only the selection changes", "whole photo"])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from oldphoto_model import InputError, RestoreOptions, Restorer
-from oldphoto_model.bands import denoised_detail, low_pass, merge, noise_level, photo_weight
+from oldphoto_model import InputError, RestoreOptions, Restorer, bands
+from oldphoto_model.bands import denoised_detail, low_pass, merge, noise_level, patch_noise_level, photo_weight
 from oldphoto_model.fill import box_blur, fill_holes, harmonic_fill, smooth_offset
 from oldphoto_model.pipeline import blend_into
 
@@ -190,6 +190,74 @@ def test_noise_level_sampling_matches_every_pixel():
     fast = noise_level(x, level).numpy()
     ref = _plain_noise_level(x, level, 8)
     assert np.abs(fast - ref).max() < 0.05 * ref.max()
+
+
+def test_patch_noise_level_equals_the_median_level_on_white_noise():
+    """Both noise-level functions report the same scale: white noise whose level grows
+    with brightness gives the same function (small and large photos)."""
+    torch.manual_seed(6)
+    for n, most in ((96, 1.2), (700, 1.05)):     # (a small photo's bins hold ~1,000 patches each)
+        level = torch.linspace(0, 1, n).expand(1, 1, n, n).contiguous()
+        x = level + (0.01 + 0.05 * level) * torch.randn(1, 1, n, n)
+        ratio = patch_noise_level(x, level) / noise_level(x, level)
+        assert 1 / most < float(ratio.min()) and float(ratio.max()) < most, (n, float(ratio.min()), float(ratio.max()))
+
+
+def _texture(n, noise, seed):
+    """Fine texture over every pixel (three oriented gratings) plus white noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32), indexing="ij")
+    tex = 0.06 * (torch.sin(0.9 * xx + 0.3 * yy) + torch.sin(1.7 * yy - 0.5 * xx) + torch.sin(2.3 * (xx + yy) / 1.41))
+    return (0.5 + tex + noise * torch.randn(n, n, generator=g))[None, None]
+
+
+def test_patch_noise_level_sees_the_noise_under_texture():
+    """A photo textured everywhere (a city's facades, foliage): the median of the fine
+    residual takes the texture for noise, many times the real level, and the gate then
+    wipes the texture out; the patches' least-varying direction holds the noise alone."""
+    x = _texture(160, 0.01, 7)
+    level = low_pass(x, 2)
+    truth = 0.01 * bands._RESIDUAL_GAIN           # white noise's level on the functions' scale
+    assert float(noise_level(x, level).mean()) > 4 * truth
+    est = patch_noise_level(x, level)
+    assert 0.7 * truth < float(est.min()) and float(est.max()) < 1.4 * truth
+    # and the gate keeps that texture (luma), where the median level wiped most of it
+    rgb = x.expand(1, 3, 160, 160)
+    high = rgb - low_pass(rgb)
+    kept = float((denoised_detail(rgb, high, 0.0) * high).sum() / (high * high).sum())
+    assert kept > 0.8, kept
+
+
+def _plain_patch_level(x, level, bins, patch=5):
+    """Every patch (no sampling), plain numpy covariance and eigenvalues (the reference)."""
+    h, w = x.shape[-2:]
+    img = x[0, 0].numpy().astype(np.float64)
+    ps = np.stack([img[dy:h - patch + 1 + dy, dx:w - patch + 1 + dx].ravel()
+                   for dy in range(patch) for dx in range(patch)], 1)
+    lv = level[0, 0, patch // 2:h - patch // 2, patch // 2:w - patch // 2].numpy().ravel()
+    order = np.argsort(lv, kind="stable")
+    c, s = [], []
+    for part in np.array_split(order, bins):
+        n = len(part)
+        smallest = max(np.linalg.eigvalsh(np.cov(ps[part].T))[0], 0.0)
+        c.append(np.median(lv[part]))
+        s.append(np.sqrt(smallest) / (1 - np.sqrt(patch * patch / n)) * bands._RESIDUAL_GAIN)
+    return np.interp(level.flatten().numpy(), c, s).reshape(x.shape)
+
+
+def test_patch_noise_level_sampling_matches_every_patch(monkeypatch):
+    """Beyond NOISE_SAMPLE positions the patches come from a regular grid: the levels stay
+    close to those of every patch."""
+    torch.manual_seed(8)
+    n = 240
+    level = torch.linspace(0, 1, n).expand(1, 1, n, n).contiguous()
+    x = level + 0.5 * (_texture(n, 0.0, 9) - 0.5) + (0.01 + 0.04 * level) * torch.randn(1, 1, n, n)
+    ref = _plain_patch_level(x, level, 8)
+    full = patch_noise_level(x, level).numpy()          # 236^2 positions, under NOISE_SAMPLE: every patch
+    assert np.abs(full - ref).max() < 0.03 * ref.max()
+    monkeypatch.setattr(bands, "NOISE_SAMPLE", 1 << 12)
+    sampled = patch_noise_level(x, level).numpy()       # a grid of stride 4
+    assert np.abs(sampled - ref).max() < 0.1 * ref.max()
 
 
 def test_denoised_detail_keeps_luma_texture_and_removes_colour_noise():

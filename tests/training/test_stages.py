@@ -60,6 +60,23 @@ def test_evaluate_writes_table_and_grid(smoke, tmp_path):
     small = np.asarray(Image.open(tmp_path / "eval" / "grid_small.png"))
     c = min(smoke.eval.grid_crop, smoke.eval.max_side)
     assert small.shape[0] <= smoke.eval.grid_photos * (c + 2) + 2 + 64     # + the label strip
+    from training.evaluate import real_dir
+    if real_dir(smoke) is not None:
+        for sheet in ("real_sheet.jpg", "real_detail.jpg"):
+            assert (tmp_path / "eval" / sheet).is_file(), sheet
+
+
+def test_detail_window_finds_the_texture():
+    from training.evaluate import detail_window
+    rng = np.random.default_rng(0)
+    img = np.full((120, 200, 3), 128, np.uint8)
+    img[70:100, 30:60] = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)    # the only fine detail
+    y, x = detail_window(img, 30)
+    assert (y, x) == (70, 30)
+    img[10:20, 150:190] = np.where(np.arange(40) % 2, 0, 255)[None, :, None]   # a bar pattern: finer still
+    y, x = detail_window(img, 24)
+    assert 0 <= y <= 10 and 150 <= x <= 166
+    assert detail_window(img[:10, :10], 64) == (0, 0)                          # smaller than the window
 
 
 def test_crop_around_mask_stays_inside_and_centres():
