@@ -120,7 +120,7 @@ def noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BINS) ->
     return _bin_levels(level, lv, bins, lambda part: 1.4826 * float(d[part].median()))
 
 
-def _residual_gain(size: int = 5) -> float:
+def _residual_gain() -> float:
     """std of ``x - low_pass(x, 1)`` over the std of white noise x (the scale both
     noise-level functions report): the norm of the delta minus the 5x5 double-box kernel."""
     k1 = torch.tensor([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
