@@ -58,9 +58,11 @@ NOISE_PATCH = 5
 #: Brightness bins of the noise-level function (equal pixel counts).
 NOISE_BINS = 8
 #: Default steepening of the scan's strong edges (the ``sharpen`` of ``merge``): the
-#: round value that made the result as sharp as the scan it came from on the evaluation
-#: set (0.66; with the black-point correction on top, 0.69: docs/MODEL.md).
-SHARPEN = 0.4
+#: round value that makes the result at least as sharp as the scan it came from on the
+#: evaluation set, with the scan's scratches given or found by the detector (with the
+#: patch-based luma level: 0.71 and 0.68 against the scan's 0.66; 0.2 leaves the
+#: detected-mask restore at 0.65, 0.4 costs 0.1 dB more; docs/MODEL.md).
+SHARPEN = 0.3
 #: Width of the soft edge between the defects' fill (and the network's result right
 #: next to them) and the merged photo.
 EDGE_RADIUS = 2

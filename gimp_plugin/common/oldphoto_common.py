@@ -87,7 +87,7 @@ OPTIONS = (
     ("tone", float, 0.25, "Restore tone and colour",
      "How much of the model's tone and colour correction is applied: 0 keeps the photo's own "
      "tone (only scratches, damage and noise are repaired), 1 applies the model's"),
-    ("sharpen", float, 0.4, "Sharpen edges",
+    ("sharpen", float, 0.3, "Sharpen edges",
      "How much the photo's strong edges are steepened (0 to 2): 0 adds no sharpening, the "
      "default makes the result as sharp as the scan it came from, more sharpens further"),
     ("black_point", float, 0.5, "Restore faded blacks",
