@@ -147,9 +147,9 @@ def test_pipeline_equals_plain_model_forward(norm):
                                      mapping=MappingConfig(latent_channels=8, width=16, norm=norm)))
     img = _img((52, 44, 3), 7)
     mask = _scratch(52, 44)
-    # the network's result alone: no merge, no tone or black-point correction of the scan
+    # the network's result alone: no learned fill, no merge, no tone or black-point correction of the scan
     out = Restorer(model, device="cpu", precision="fp32", band_elements=2000).restore(
-        img, mask, RestoreOptions(grow=0, detail=0.0, tone=1.0, auto_tone=0.0, black_point=0.0))
+        img, mask, RestoreOptions(grow=0, detail=0.0, tone=1.0, auto_tone=0.0, black_point=0.0, learned_fill=False))
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
     m = torch.from_numpy(mask >= 128)[None, None].float()
     with torch.no_grad():
