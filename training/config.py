@@ -188,8 +188,9 @@ class FillTrainConfig:
 
     width: int = 24
     levels: int = 3
-    # the network sees the defect pixels as scanned (oldphoto_model.archs.fill.FillConfig)
-    see_through: bool = True
+    # the network sees the defect pixels as scanned (oldphoto_model.archs.fill.FillConfig);
+    # off for the shipped file: a blind fill cannot bring back what covered the photo
+    see_through: bool = False
     steps: int = 6000
     batch_size: int = 8
     crop: int = 192
