@@ -144,7 +144,8 @@ def patch_noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BI
     holds the noise alone. The eigenvalue of a sample covariance sits below the true
     one by (1 - sqrt(dims / patches))^2 (Marchenko-Pastur), corrected here. Patches
     on a regular grid of at most ``NOISE_SAMPLE`` positions; a photo smaller than a
-    patch, or a bin with too few patches, falls back to ``noise_level``."""
+    patch, or with too few patches for one covariance per bin, gets ``noise_level``'s
+    single level."""
     h, w = x.shape[-2:]
     dims = patch * patch
     if h < patch or w < patch:
@@ -153,6 +154,8 @@ def patch_noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BI
     ys = torch.arange(0, h - patch + 1, step)
     xs = torch.arange(0, w - patch + 1, step)
     flat = x.reshape(-1, h, w)
+    if flat.shape[0] * ys.numel() * xs.numel() < 4 * dims * max(1, bins):
+        return noise_level(x, level, 1)     # too few patches for a covariance per bin (tiny photos)
     cols = [flat[:, (ys + dy)[:, None], (xs + dx)[None, :]].flatten()
             for dy in range(patch) for dx in range(patch)]
     patches = torch.stack(cols, 1).double()                           # (positions, dims)
@@ -160,8 +163,6 @@ def patch_noise_level(x: torch.Tensor, level: torch.Tensor, bins: int = NOISE_BI
 
     def estimate(part: torch.Tensor) -> float:
         n = part.numel()
-        if n < 4 * dims:        # too few patches for a covariance (tiny photos): the plain level
-            return float(noise_level(x, level, 1).flatten()[0])
         p = patches[part]
         p = p - p.mean(0, keepdim=True)
         smallest = float(torch.linalg.eigvalsh(p.t() @ p / (n - 1))[0].clamp_min(0))

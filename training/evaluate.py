@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from oldphoto_model import RestoreOptions, Restorer, load_model
 from oldphoto_model.detect import load_detector, restore_detected
+from oldphoto_model.fill import box_blur
 from oldphoto_model.learned_fill import load_fill
 from oldphoto_model.pipeline import SHIPPED
 from oldphoto_model.tone import load_tone
@@ -232,18 +235,12 @@ def detail_window(img: np.ndarray, side: int) -> tuple[int, int]:
     """(top, left) of the ``side``² window with the most fine detail (energy of the luma
     minus its 5×5 box mean): where a noise gate that takes texture for grain shows."""
     luma = img[..., :3].astype(np.float64).mean(-1) if img.ndim == 3 else img.astype(np.float64)
-    h, w = luma.shape
-    side = min(side, h, w)
-
-    def box_sums(a: np.ndarray, k: int) -> np.ndarray:
-        c = np.pad(a, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-
-    p = np.pad(luma, 2, mode="edge")
-    fine = luma - box_sums(p, 5) / 25.0
-    energy = box_sums(fine * fine, side)
-    y, x = np.unravel_index(int(energy.argmax()), energy.shape)
-    return int(y), int(x)
+    t = torch.from_numpy(luma)[None, None]
+    side = min(side, *luma.shape)
+    fine = t - box_blur(t, 2)
+    energy = F.avg_pool2d(fine * fine, side, stride=1)[0, 0]      # every window inside the photo
+    y, x = divmod(int(energy.argmax()), energy.shape[1])
+    return y, x
 
 
 def real_sheets(cfg: Config, restorer: Restorer, out: Path, cell: int = 256) -> None:
