@@ -176,6 +176,9 @@ class DetectConfig:
     # unmarked: the real scans' ropes, wires and specks of light were taken for scratches
     scene_lines: float = 0.0
     threshold: float = 0.5         # stored in the weight file's metadata
+    # a detector weight file to start from when the run has no checkpoint, grown to this
+    # width and depth with the same function (training.grow)
+    init_from: str = ""
 
 
 @dataclass
@@ -211,6 +214,9 @@ class FillTrainConfig:
     # must pass through while it removes the defect
     loose_p: float = 0.3
     loose_max: int = 12
+    # a fill weight file to start from when the run has no checkpoint, grown to this width
+    # and depth with the same function (training.grow): a larger fill without starting over
+    init_from: str = ""
 
 
 @dataclass

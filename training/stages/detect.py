@@ -26,6 +26,7 @@ from oldphoto_model.detect import load_detector, save_detector
 from ..config import Config
 from ..data.dataset import DetectSamples, RealPool
 from ..dist import DistContext
+from ..grow import grow_unet
 from .common import SingleNetworkStage, autocast, trained_network, unwrap
 
 
@@ -74,7 +75,12 @@ class DetectStage(SingleNetworkStage):
 
     def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
         d = cfg.detect
-        super().__init__(cfg, ctx, "detect", "detector", ScratchDetector(detector_config(cfg)), d.lr, d.steps,
+        net = ScratchDetector(detector_config(cfg))
+        if d.init_from:
+            start = load_detector(d.init_from)
+            grow_unet(start, net)
+            log(f"started from {d.init_from} (width {start.config.width}, levels {start.config.levels})")
+        super().__init__(cfg, ctx, "detect", "detector", net, d.lr, d.steps,
                          f"detector: width {d.width}, levels {d.levels}, crop {d.crop}", log)
 
     def dataset(self) -> DetectSamples:

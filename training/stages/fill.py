@@ -23,6 +23,7 @@ from oldphoto_model.learned_fill import load_fill, save_fill
 from ..config import Config
 from ..data.dataset import FillSamples
 from ..dist import DistContext
+from ..grow import grow_unet
 from ..losses import masked_l1
 from .common import SingleNetworkStage, autocast, trained_network
 
@@ -37,6 +38,13 @@ class FillStage(SingleNetworkStage):
     def __init__(self, cfg: Config, ctx: DistContext, log=print) -> None:
         f = cfg.fill
         fill_net = FillNet(fill_config(cfg))
+        if f.init_from:
+            start = load_fill(f.init_from)
+            if start.config.see_through != f.see_through:
+                raise ValueError(f"--fill.init_from {f.init_from}: see_through {start.config.see_through} "
+                                 f"there, {f.see_through} here (the network's inputs differ)")
+            grow_unet(start, fill_net)
+            log(f"started from {f.init_from} (width {start.config.width}, levels {start.config.levels})")
         super().__init__(cfg, ctx, "fill", "fill", fill_net, f.lr, f.steps,
                          f"learned fill: width {f.width}, levels {f.levels}, crop {f.crop}", log)
         self.fill_net = fill_net          # self.net, typed: its inputs() and refine()
