@@ -78,9 +78,14 @@ def export_fill(cfg: Config, out: str | Path | None = None) -> Path:
     ``RUN_DIR/fill.pt``) and load it back through the product's loader."""
     run = Path(cfg.train.run_dir)
     net, step = trained_network(cfg, "fill", "fill", FillNet(fill_config(cfg)))
-    path = save_fill(net, Path(out or run / "fill.pt"), metadata={
+    metadata = {
         "purpose": "learned fill", "preset": cfg.preset, "steps": step, "batch_size": cfg.fill.batch_size,
-        "crop": cfg.fill.crop, "defect_scale": list(cfg.fill.defect_scale),
-        "training": "python -m training fill (synthetic defects of training/data/degradations.py)"})
+        "crop": cfg.fill.crop, "defect_scale": list(cfg.fill.defect_scale), "lr": cfg.fill.lr,
+        "training": "python -m training fill (synthetic defects of training/data/degradations.py)"}
+    if cfg.fill.init_from:
+        # the file this run was grown from, and what that file records of its own training
+        metadata["grown_from"] = {"file": Path(cfg.fill.init_from).name,
+                                  **getattr(load_fill(cfg.fill.init_from), "weights_info").metadata}
+    path = save_fill(net, Path(out or run / "fill.pt"), metadata=metadata)
     load_fill(path)
     return path
