@@ -8,11 +8,12 @@ from oldphoto_model.archs.detector import DetectorConfig, ScratchDetector
 from oldphoto_model.archs.fill import FillConfig, FillNet
 from oldphoto_model.archs.unet import SmallUNet
 from oldphoto_model.detect import save_detector
-from oldphoto_model.learned_fill import save_fill
+from oldphoto_model.learned_fill import load_fill, save_fill
 from training.dist import setup
 from training.grow import grow_unet
 from training.stages.detect import DetectStage
-from training.stages.fill import FillStage
+from training.stages.fill import FillStage, export_fill
+from training.stages.loop import train_stage
 
 
 def _trained_like(net: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -81,3 +82,13 @@ def test_stages_start_from_a_grown_weight_file(smoke, tmp_path):
     smoke.detect.width, smoke.detect.levels = 4, 3
     d = DetectStage(smoke, ctx, log=lambda m: None)
     torch.testing.assert_close(d.net(x[:, :3]), small_det(x[:, :3]), rtol=1e-5, atol=1e-5)
+
+
+def test_exported_fill_records_what_it_was_grown_from(smoke, tmp_path):
+    small = _trained_like(FillNet(FillConfig(width=4, levels=2, see_through=False)), 5)
+    smoke.fill.init_from = str(save_fill(small, tmp_path / "small_fill.pt", {"steps": 7}))
+    smoke.fill.width, smoke.fill.levels, smoke.fill.see_through = 6, 3, False
+    train_stage(smoke, "fill")
+    meta = getattr(load_fill(export_fill(smoke)), "weights_info").metadata
+    assert meta["grown_from"]["file"] == "small_fill.pt" and meta["grown_from"]["steps"] == 7
+    assert meta["steps"] == smoke.fill.steps

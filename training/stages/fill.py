@@ -84,8 +84,10 @@ def export_fill(cfg: Config, out: str | Path | None = None) -> Path:
         "training": "python -m training fill (synthetic defects of training/data/degradations.py)"}
     if cfg.fill.init_from:
         # the file this run was grown from, and what that file records of its own training
-        metadata["grown_from"] = {"file": Path(cfg.fill.init_from).name,
-                                  **getattr(load_fill(cfg.fill.init_from), "weights_info").metadata}
+        # (when it is still there: a run may be exported long after it started)
+        start = Path(cfg.fill.init_from)
+        metadata["grown_from"] = {"file": start.name, **(
+            getattr(load_fill(start), "weights_info").metadata if start.is_file() else {})}
     path = save_fill(net, Path(out or run / "fill.pt"), metadata=metadata)
     load_fill(path)
     return path
