@@ -175,6 +175,15 @@ class DetectConfig:
     # share of samples with scratch-like strokes drawn into the scene before the ageing,
     # unmarked: the real scans' ropes, wires and specks of light were taken for scratches
     scene_lines: float = 0.0
+    # scanner noise laid over the whole sample after the defects (Gaussian, per sample a
+    # sigma uniform in [0, scan_noise] levels of 255, shared by the channels): the synthetic
+    # defects are painted after the photo's grain, so a flat, noise-free patch read as a
+    # defect and real scans' smooth highlights (sunlit pavement, snow) were flagged; a real
+    # scratch is scanned with the print and carries the same noise
+    scan_noise: float = 0.0
+    # ... and the scanner's softness: each sample mixed (weight uniform in [0, 1]) with its
+    # Gaussian blur of this many px, so a defect is no crisper than the picture under it
+    scan_blur: float = 0.0
     threshold: float = 0.5         # stored in the weight file's metadata
     # a detector weight file to start from when the run has no checkpoint, grown to this
     # width and depth with the same function (training.grow)

@@ -21,7 +21,7 @@ from training.eval_detect import (
     sweep_table,
     trained_on,
 )
-from training.stages.detect import detection_loss, export_detector, with_pristine
+from training.stages.detect import detection_loss, export_detector, as_scanned, gaussian_blur, with_pristine
 
 from .resume import train_and_check_resume
 
@@ -36,6 +36,7 @@ def test_detect_stage_runs_resumes_and_exports(smoke, tmp_path):
 
 def test_detect_stage_with_pristine_samples_resumes_bit_identically(smoke, tmp_path):
     smoke.detect.pristine = 0.5          # its draws come from the per-step seed
+    smoke.detect.scan_noise = 6.0        # so do these
     train_and_check_resume(smoke, tmp_path, "detect", "detector")
 
 
@@ -126,6 +127,34 @@ def test_pristine_samples_are_the_clean_crop_with_an_empty_mask():
     gain = (x + 1) / (batch["clean"] + 1)
     unclipped = x < 1.0
     assert gain[unclipped].min() >= 1.3 - 1e-4 and gain[unclipped].max() <= 2.5 + 1e-4
+
+
+def test_scan_noise_is_per_sample_gray_gaussian_within_its_sigma():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 3, 32, 32)
+    assert torch.equal(as_scanned(x, 0.0), x)
+    y = as_scanned(x, 6.0)
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])      # gray noise
+    sd = y[:, 0].flatten(1).std(1) * 255 / 2                                     # in levels
+    assert sd.max() <= 6.0 * 1.15 and sd.min() < 1.0 and sd.max() > 4.5          # uniform in [0, 6]
+    assert abs(float(sd.mean()) - 3.0) < 0.6
+    assert as_scanned(torch.ones(4, 3, 8, 8), 50.0).max() <= 1.0                 # clipped
+
+
+def test_scan_blur_mixes_each_sample_with_its_gaussian_blur():
+    torch.manual_seed(0)
+    x = torch.zeros(32, 3, 21, 21)
+    x[:, :, 10, 10] = 1.0                                                        # an impulse
+    b = gaussian_blur(x, 1.0)
+    t = torch.arange(-3, 4, dtype=torch.float32)
+    k = torch.exp(-t * t / 2)
+    k2 = torch.outer(k, k) / k.sum() ** 2                                        # the plain 2-D kernel
+    assert torch.allclose(b[0, 0, 7:14, 7:14], k2, atol=1e-6) and abs(float(b[0, 0].sum()) - 1) < 1e-5
+    y = as_scanned(x, 0.0, 1.0)
+    w = 1 - y[:, 0, 10, 10]                                                      # = mix * (1 - k2 centre)
+    mix = w / (1 - k2[3, 3])
+    assert torch.allclose(y, x + mix.view(-1, 1, 1, 1) * (b - x), atol=1e-6)
+    assert mix.min() < 0.2 and mix.max() > 0.8 and (mix >= 0).all() and (mix <= 1).all()
 
 
 def test_scores_with_tolerance():

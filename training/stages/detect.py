@@ -70,6 +70,33 @@ def with_pristine(batch: dict[str, torch.Tensor], share: float, overexposed: flo
     return torch.where(pick, clean, x), torch.where(pick, torch.zeros_like(mask), mask)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` (N, C, H, W) blurred by a Gaussian of ``sigma`` px, edges mirrored."""
+    r = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-t * t / (2 * sigma * sigma))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def as_scanned(x: torch.Tensor, noise: float, blur: float = 0.0) -> torch.Tensor:
+    """``x`` (images in [-1, 1]) as a scanner sees the damaged print: softened by a per-sample
+    mix (weight uniform in [0, 1]) of it and its Gaussian blur of ``blur`` px, then Gaussian
+    noise of a per-sample sigma uniform in [0, ``noise``] levels of 255, the same in every
+    channel, clipped to [-1, 1]. Drawn from torch's generator, which the loop seeds per step."""
+    n, _, h, w = x.shape
+    if blur > 0:
+        mix = torch.rand(n).view(-1, 1, 1, 1).to(x.device, x.dtype)
+        x = x + mix * (gaussian_blur(x, blur) - x)
+    if noise > 0:
+        sigma = (torch.rand(n) * (noise * 2 / 255)).view(-1, 1, 1, 1)
+        x = (x + (torch.randn(n, 1, h, w) * sigma).to(x.device, x.dtype)).clamp(-1, 1)
+    return x
+
+
 class DetectStage(SingleNetworkStage):
     """The detector, its optimiser and schedule; the loop calls ``train_step`` and ``sample_rows``."""
 
@@ -94,6 +121,7 @@ class DetectStage(SingleNetworkStage):
 
     def train_step(self, batch: dict[str, torch.Tensor], amp) -> dict[str, float]:
         x, mask = with_pristine(batch, self.cfg.detect.pristine, self.cfg.detect.overexposed)
+        x = as_scanned(x, self.cfg.detect.scan_noise, self.cfg.detect.scan_blur)
         with autocast(self.ctx.device, amp):
             logits = self.net_ddp(x)
         losses = detection_loss(logits.float(), mask, self.cfg.detect.pos_weight, self.cfg.detect.dice)
