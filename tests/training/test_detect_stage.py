@@ -21,7 +21,7 @@ from training.eval_detect import (
     sweep_table,
     trained_on,
 )
-from training.stages.detect import detection_loss, export_detector, as_scanned, gaussian_blur, with_pristine
+from training.stages.detect import as_scanned, detection_loss, export_detector, gaussian_blur, with_pristine
 
 from .resume import train_and_check_resume
 
