@@ -23,6 +23,8 @@ COMMANDS = {
     "evaluate": "PSNR/SSIM of the weights on the evaluation photos vs degraded input and Telea",
     "eval-detect": "precision/recall/F1/IoU and false alarms of the scratch detector vs a classical "
                    "one; overlay sheet of the real old photos",
+    "average": "average the weights of helper-network files of one kind (fine-tunes of one file): "
+               "python -m training average --out OUT A.pt B.pt ...",
     "make-sample": "write the demo's aged sample photo and its defect mask to server/samples/",
     "all": "every training step above in order (the default)",
 }
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             sp.add_argument("--weights", default=None, help="weight file (default RUN_DIR/weights.pt)")
             sp.add_argument("--out", default=None, help="output folder (default RUN_DIR/eval)")
+        if name == "average":
+            sp.add_argument("inputs", nargs="+", help="weight files to average (two or more, one kind)")
+            sp.add_argument("--out", required=True, help="weight file to write")
+            sp.add_argument("--threshold", type=float, default=None,
+                            help="detector files: the threshold to store (default: the first file's)")
         if name == "make-sample":
             sp.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "server" / "samples"),
                             help="folder to write (default: the server package's samples)")
@@ -79,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands that touch shared files once: under torchrun only rank 0 runs them
-SINGLE_PROCESS = ("prepare-data", "show-degradations", "export", "evaluate", "make-sample", "eval-detect")
+SINGLE_PROCESS = ("prepare-data", "show-degradations", "export", "evaluate", "make-sample", "eval-detect",
+                  "average")
 
 
 def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
@@ -126,6 +134,10 @@ def run(cfg: Config, command: str, args: argparse.Namespace) -> None:
         from .export import export
         path = export(cfg, getattr(args, "out", None), torch.float16 if getattr(args, "fp16", False) else torch.float32)
         print(f"[export] wrote {path}; it loads with oldphoto_model.load_model and restores")
+    elif command == "average":
+        from .average import average_weight_files
+        meta = {} if args.threshold is None else {"threshold": args.threshold}
+        print(f"[average] wrote {average_weight_files(args.inputs, args.out, meta)}", flush=True)
     elif command == "make-sample":
         from .sample import SAMPLE_SEED, make_sample
         seed = SAMPLE_SEED if args.seed is None else args.seed
