@@ -1,8 +1,8 @@
 """Speed and memory of the scratch detector: ``python bench/bench_detect.py [--ratio] [--big]``.
 
 Times ``oldphoto_model.detect.detect`` on a 1024^2 photo (the issue's target: <= 3 s on
-the development CPU) with one view, with four (mirror images averaged) and with four
-plus the half-size look (the default),
+the development CPU) with one view, with four (mirror images averaged), with four
+plus the half-size look and with those and the dither (the default),
 with the shipped weights (random weights when none are shipped; the time does not
 depend on them). The load average is printed with it: on a shared
 machine the seconds mean little alone, so ``--ratio`` also times a 1024^2 restore with
@@ -23,6 +23,7 @@ import torch
 from oldphoto_model.archs.detector import ScratchDetector
 from oldphoto_model.detect import (
     DEFAULT_DETECTOR,
+    DEFAULT_DITHER,
     DEFAULT_HALF_SIZE,
     DEFAULT_TILE,
     DEFAULT_VIEWS,
@@ -48,20 +49,23 @@ def main() -> None:
     img = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
     detect(img[:256, :256], model, tile=a.tile)                          # warm-up
     best = {}
-    for views, half in ((1, False), (DEFAULT_VIEWS, False), (DEFAULT_VIEWS, True)):
+    for views, half, dither in ((1, False, 0.0), (DEFAULT_VIEWS, False, 0.0), (DEFAULT_VIEWS, True, 0.0),
+                                (DEFAULT_VIEWS, DEFAULT_HALF_SIZE, DEFAULT_DITHER)):
         times = []
         for _ in range(a.repeat):
             t = time.perf_counter()
-            detect(img, model, tile=a.tile, views=views, half=half)
+            detect(img, model, tile=a.tile, views=views, half=half, dither=dither)
             times.append(time.perf_counter() - t)
-        best[views, half] = min(times)
-        default = views == DEFAULT_VIEWS and half == DEFAULT_HALF_SIZE
+        best[views, half, dither] = min(times)
+        default = views == DEFAULT_VIEWS and half == DEFAULT_HALF_SIZE and dither == DEFAULT_DITHER
         print(f"1024x1024, {views} view(s){', and at half size' if half else ''}"
-              f"{' (the default)' if default else ''}: best "
+              f"{f', dither {dither:g}' if dither else ''}{' (the default)' if default else ''}: best "
               f"{min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s over {a.repeat} runs "
               f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
-    print(f"{DEFAULT_VIEWS} views / 1 view = {best[DEFAULT_VIEWS, False] / best[1, False]:.2f}; "
-          f"with the half-size look / without = {best[DEFAULT_VIEWS, True] / best[DEFAULT_VIEWS, False]:.2f}")
+    four, halfsize = best[DEFAULT_VIEWS, False, 0.0], best[DEFAULT_VIEWS, True, 0.0]
+    print(f"{DEFAULT_VIEWS} views / 1 view = {four / best[1, False, 0.0]:.2f}; "
+          f"with the half-size look / without = {halfsize / four:.2f}; "
+          f"with the dither / without = {best[DEFAULT_VIEWS, DEFAULT_HALF_SIZE, DEFAULT_DITHER] / halfsize:.2f}")
     if a.ratio:
         from oldphoto_model import Restorer, load_model
         restorer = Restorer(load_model(), device="cpu", precision="fp32")
@@ -69,7 +73,7 @@ def main() -> None:
         t = time.perf_counter()
         restorer.restore(img)
         r = time.perf_counter() - t
-        print(f"1024x1024 restore (no mask): {r:.2f} s; detection / restore = {best[DEFAULT_VIEWS, DEFAULT_HALF_SIZE] / r:.2f} "
+        print(f"1024x1024 restore (no mask): {r:.2f} s; detection / restore = {best[DEFAULT_VIEWS, DEFAULT_HALF_SIZE, DEFAULT_DITHER] / r:.2f} "
               f"(load average {os.getloadavg()[0]:.2f})")
     if a.big:
         big = np.random.default_rng(1).integers(0, 256, (4000, 6000, 3), dtype=np.uint8)

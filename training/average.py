@@ -49,7 +49,7 @@ def average_weight_files(paths: list[str | os.PathLike], out: str | os.PathLike,
                          metadata: dict[str, Any] | None = None) -> Path:
     """Write the mean of the state dicts of ``paths`` (two or more helper-network files of one
     format, version and config) to ``out``; its metadata is the first file's with
-    ``metadata`` applied and ``averaged_from`` (each file's name, sha256 and metadata).
+    ``metadata`` applied and ``averaged_from`` (each file as given, its sha256 and metadata).
     Mismatches are WeightsErrors naming the file. Returns the path, loaded back first."""
     if len(paths) < 2:
         raise ValueError("averaging needs at least two weight files")
@@ -70,8 +70,8 @@ def average_weight_files(paths: list[str | os.PathLike], out: str | os.PathLike,
     meta = dict(json.loads(first.get("metadata", "{}")))
     meta.update(metadata or {})
     infos = [load(Path(p)).weights_info for p in paths]
-    meta["averaged_from"] = [{"file": Path(i.path).name, "sha256": i.sha256, "metadata": i.metadata}
-                             for i in infos]
+    meta["averaged_from"] = [{"file": str(p), "sha256": i.sha256, "metadata": i.metadata}
+                             for p, i in zip(paths, infos)]
     payload = {"format": first["format"], "version": first["version"], "config": first["config"],
                "metadata": json.dumps(meta, sort_keys=True), key: state}
     path = atomic_write(Path(out), lambda f: torch.save(payload, f))

@@ -66,13 +66,13 @@ def test_four_views_average_the_mirror_images():
     x = to_network_input(img)
     ref = sum(torch.sigmoid(detect_logits(x.flip(d), m, tile=10_000)).flip(d) if d else
               torch.sigmoid(detect_logits(x, m, tile=10_000)) for d in [(), (-1,), (-2,), (-2, -1)]) / 4
-    torch.testing.assert_close(detect_probability(x, m, tile=16, half=False), ref, rtol=1e-5, atol=1e-6)
-    prob, _ = detect(img, m)
-    mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m)
+    torch.testing.assert_close(detect_probability(x, m, tile=16, half=False, dither=0), ref, rtol=1e-5, atol=1e-6)
+    prob, _ = detect(img, m, dither=0)
+    mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m, dither=0)
     np.testing.assert_allclose(mirrored, prob[:, ::-1], atol=1e-6)
-    one, _ = detect(img, m, views=1, half=False)
+    one, _ = detect(img, m, views=1, half=False, dither=0)
     np.testing.assert_allclose(one, torch.sigmoid(detect_logits(x, m)).numpy(), atol=1e-6)
-    one_mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m, views=1, half=False)
+    one_mirrored, _ = detect(np.ascontiguousarray(img[:, ::-1]), m, views=1, half=False, dither=0)
     assert np.abs(one_mirrored - one[:, ::-1]).max() > 1e-3
     seen = []
     detect(img, m, tile=16, progress=seen.append, half=False)
@@ -94,19 +94,44 @@ def test_half_size_look_is_the_plain_max(shape):
         m.head.bias += 4.0          # half-size map wins on some pixels, not on all
     img = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
     x = to_network_input(img)
-    full = detect_probability(x, m, tile=10_000, half=False)
+    full = detect_probability(x, m, tile=10_000, half=False, dither=0)
     a = np.pad(x[0].numpy(), ((0, 0), (0, shape[0] % 2), (0, shape[1] % 2)), mode="edge")
     small = (a[:, 0::2, 0::2] + a[:, 1::2, 0::2] + a[:, 0::2, 1::2] + a[:, 1::2, 1::2]) / 4
-    p_small = detect_probability(torch.from_numpy(small)[None], m, tile=10_000, half=False)
+    p_small = detect_probability(torch.from_numpy(small)[None], m, tile=10_000, half=False, dither=0)
     up = torch.nn.functional.interpolate(p_small[None, None], size=(2 * small.shape[1], 2 * small.shape[2]),
                                          mode="bilinear", align_corners=False)[0, 0, :shape[0], :shape[1]]
     ref = torch.maximum(full, up ** HALF_POWER)
-    torch.testing.assert_close(detect_probability(x, m, tile=8), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(detect_probability(x, m, tile=8, dither=0), ref, rtol=1e-5, atol=1e-6)
     assert (ref > full + 1e-4).any()                        # the half-size look decides somewhere
     seen = []
-    prob, _ = detect(img, m, tile=8, progress=seen.append)
+    prob, _ = detect(img, m, tile=8, progress=seen.append, dither=0)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     np.testing.assert_allclose(prob, ref.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(37, 52, 3), (9, 5, 3)])
+def test_dither_is_the_plain_pass_on_the_photo_plus_fixed_noise(shape):
+    """With ``dither`` the map is the undithered map of the photo plus ``dither_noise``
+    (gray, seeded: the same photo gets the same map; sigma in levels of 255), clipped,
+    tiled or not, both looks; 0 is the plain map; out-of-range values are refused."""
+    from oldphoto_model.detect import DEFAULT_DITHER, dither_noise
+    m = _model()
+    img = np.random.default_rng(6).integers(0, 256, shape, dtype=np.uint8)
+    x = to_network_input(img)
+    n = dither_noise(shape[0], shape[1], 6.0)
+    assert n.shape == (1, 1) + shape[:2] and torch.equal(n, dither_noise(shape[0], shape[1], 6.0))
+    big = dither_noise(300, 300, 6.0) * 255 / 2
+    assert abs(float(big.std()) - 6.0) < 0.1 and abs(float(big.mean())) < 0.1
+    ref = detect_probability((x + n).clamp(-1, 1), m, tile=10_000, dither=0)
+    torch.testing.assert_close(detect_probability(x, m, tile=8, dither=6.0), ref, rtol=1e-5, atol=1e-6)
+    plain = detect_probability(x, m, tile=10_000, dither=0)
+    assert (ref - plain).abs().max() > 1e-4                       # the noise reaches the map
+    prob, _ = detect(img, m, tile=8)
+    default = detect_probability(x, m, tile=10_000, dither=DEFAULT_DITHER)
+    np.testing.assert_allclose(prob, default.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(prob, detect(img, m, tile=8)[0])
+    with pytest.raises(InputError, match="dither"):
+        detect(img, m, dither=-1.0)
 
 
 def test_detect_outputs_and_gray_equals_rgb(tmp_path):
