@@ -29,13 +29,13 @@ _HELPERS: dict[str, HelperFile] = {h.fmt: h for h in (FILL_FILE, TONE_FILE)}
 _PLAIN_KEYS = ("format", "version", "config", "metadata")
 
 
-def _loader(fmt: str) -> Callable[[Path], Any]:
+def _loader(fmt: str, name: str) -> Callable[[Path], Any]:
     if fmt == DETECTOR_FORMAT:
         return load_detector
     if fmt in _HELPERS:
         return _HELPERS[fmt].load
-    raise WeightsError(fmt, "not a helper-network weight file this command averages "
-                            f"(known: {', '.join(sorted([DETECTOR_FORMAT, *_HELPERS]))})")
+    raise WeightsError(name, f"format {fmt!r} is not a helper-network file this command averages "
+                             f"(known: {', '.join(sorted([DETECTOR_FORMAT, *_HELPERS]))})")
 
 
 def _network_key(payload: dict[str, Any], name: str) -> str:
@@ -57,7 +57,7 @@ def average_weight_files(paths: list[str | os.PathLike], out: str | os.PathLike,
     first, name0 = payloads[0], str(paths[0])
     if not isinstance(first, dict) or "format" not in first:
         raise WeightsError(name0, "not a helper-network weight file")
-    load = _loader(first["format"])
+    load = _loader(first["format"], name0)
     key = _network_key(first, name0)
     for p, pl in zip(paths[1:], payloads[1:]):
         same = isinstance(pl, dict) and all(pl.get(k) == first[k] for k in ("format", "version", "config"))

@@ -65,4 +65,7 @@ def test_average_refuses_mismatches(tmp_path):
         assert other.name in str(e.value)
     with pytest.raises(WeightsError):
         average_weight_files([tmp_path / "junk.pt", a], tmp_path / "o.pt")
+    torch.save({"format": "oldphoto-weights", "version": 1}, tmp_path / "model.pt")
+    with pytest.raises(WeightsError, match="model.pt.*not a helper-network"):
+        average_weight_files([tmp_path / "model.pt", a], tmp_path / "o.pt")
     assert not (tmp_path / "o.pt").exists()
