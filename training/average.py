@@ -9,40 +9,33 @@ the result is written atomically in the same layout and loaded back by the produ
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
-from oldphoto_model.atomic import atomic_write
-from oldphoto_model.detect import DETECTOR_FORMAT, load_detector
+from oldphoto_model.detect import DETECTOR_FORMAT, load_detector, save_detector
 from oldphoto_model.errors import WeightsError
 from oldphoto_model.learned_fill import FILL_FILE
-from oldphoto_model.netfile import HelperFile
 from oldphoto_model.tone import TONE_FILE
 from oldphoto_model.weights import read_payload
 
-#: format name -> the product's loader, to check that the written file loads
-_HELPERS: dict[str, HelperFile] = {h.fmt: h for h in (FILL_FILE, TONE_FILE)}
-_PLAIN_KEYS = ("format", "version", "config", "metadata")
+#: format name -> the product's (loader, writer) of that kind of file
+_KINDS: dict[str, tuple[Callable[..., nn.Module], Callable[..., Path]]] = {
+    DETECTOR_FORMAT: (load_detector, save_detector),
+    **{h.fmt: (h.load, h.save) for h in (FILL_FILE, TONE_FILE)}}
 
 
-def _loader(fmt: str, name: str) -> Callable[[Path], Any]:
-    if fmt == DETECTOR_FORMAT:
-        return load_detector
-    if fmt in _HELPERS:
-        return _HELPERS[fmt].load
-    raise WeightsError(name, f"format {fmt!r} is not a helper-network file this command averages "
-                             f"(known: {', '.join(sorted([DETECTOR_FORMAT, *_HELPERS]))})")
-
-
-def _network_key(payload: dict[str, Any], name: str) -> str:
-    keys = [k for k in payload if k not in _PLAIN_KEYS]
-    if len(keys) != 1 or not isinstance(payload[keys[0]], dict):
-        raise WeightsError(name, "not a helper-network weight file (expected one state dict)")
-    return keys[0]
+def _kind(path: str | os.PathLike) -> tuple[Callable[..., nn.Module], Callable[..., Path]]:
+    """The loader and writer for the kind of helper-network file ``path`` is."""
+    payload = read_payload(path)
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt not in _KINDS:
+        raise WeightsError(str(path), f"format {fmt!r} is not a helper-network file this command "
+                                      f"averages (known: {', '.join(sorted(_KINDS))})")
+    return _KINDS[fmt]
 
 
 def average_weight_files(paths: list[str | os.PathLike], out: str | os.PathLike,
@@ -53,27 +46,19 @@ def average_weight_files(paths: list[str | os.PathLike], out: str | os.PathLike,
     Mismatches are WeightsErrors naming the file. Returns the path, loaded back first."""
     if len(paths) < 2:
         raise ValueError("averaging needs at least two weight files")
-    payloads = [read_payload(p) for p in paths]
-    first, name0 = payloads[0], str(paths[0])
-    if not isinstance(first, dict) or "format" not in first:
-        raise WeightsError(name0, "not a helper-network weight file")
-    load = _loader(first["format"], name0)
-    key = _network_key(first, name0)
-    for p, pl in zip(paths[1:], payloads[1:]):
-        same = isinstance(pl, dict) and all(pl.get(k) == first[k] for k in ("format", "version", "config"))
-        if not same or _network_key(pl, str(p)) != key:
-            raise WeightsError(str(p), f"not the same kind of network as {name0} (format, version and "
-                                       "config must match)")
-        if {k: tuple(v.shape) for k, v in pl[key].items()} != {k: tuple(v.shape) for k, v in first[key].items()}:
-            raise WeightsError(str(p), f"its tensors differ from {name0}'s")
-    state = {k: torch.stack([pl[key][k].float() for pl in payloads]).mean(0) for k in first[key]}
-    meta = dict(json.loads(first.get("metadata", "{}")))
-    meta.update(metadata or {})
-    infos = [load(Path(p)).weights_info for p in paths]
-    meta["averaged_from"] = [{"file": str(p), "sha256": i.sha256, "metadata": i.metadata}
-                             for p, i in zip(paths, infos)]
-    payload = {"format": first["format"], "version": first["version"], "config": first["config"],
-               "metadata": json.dumps(meta, sort_keys=True), key: state}
-    path = atomic_write(Path(out), lambda f: torch.save(payload, f))
+    load, save = _kind(paths[0])
+    nets = [load(p) for p in paths]        # each checked by the product's loader of that kind
+    first = nets[0]
+    for p, net in zip(paths[1:], nets[1:]):
+        if getattr(net, "config") != getattr(first, "config"):
+            raise WeightsError(str(p), f"not the same kind of network as {paths[0]} (format, version "
+                                       "and config must match)")
+    states = [net.state_dict() for net in nets]
+    first.load_state_dict({k: torch.stack([sd[k].float() for sd in states]).mean(0) for k in states[0]})
+    infos = [getattr(net, "weights_info") for net in nets]
+    meta = {**infos[0].metadata, **(metadata or {}),
+            "averaged_from": [{"file": str(p), "sha256": i.sha256, "metadata": i.metadata}
+                              for p, i in zip(paths, infos)]}
+    path = save(first, out, meta)
     load(path)
     return path
